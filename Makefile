@@ -1,0 +1,50 @@
+# evtopup — `make run` runs the whole system, `make test` runs the tests. Both build what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= config/demo.toml
+SECRETS := .run/secrets.env
+EVTOPUP := $(BIN)/evtopup --config $(CONFIG)
+DEMO_USER ?= demo-user-1
+N ?= 5000
+
+.PHONY: run test lint bench setup launch-url clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(SECRETS):
+	scripts/demo-secrets.sh $(SECRETS)
+
+setup: $(STAMP) $(SECRETS)
+	scripts/ensure-servers.sh
+	scripts/ensure-vhost.sh evtopup
+	set -a && . ./$(SECRETS) && set +a && $(EVTOPUP) setup
+
+run: setup
+	@set -a && . ./$(SECRETS) && set +a && \
+	  echo && echo "Open this launch URL (valid 15 minutes; new one: make launch-url):" && \
+	  $(EVTOPUP) launch-url --user $(DEMO_USER) && echo && \
+	  exec $(EVTOPUP) run all
+
+launch-url: $(STAMP) $(SECRETS)
+	@set -a && . ./$(SECRETS) && set +a && $(EVTOPUP) launch-url --user $(DEMO_USER)
+
+test: $(STAMP)
+	scripts/ensure-servers.sh
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check services shared tests bench
+	$(BIN)/mypy --strict services shared
+
+bench: $(STAMP)
+	scripts/ensure-servers.sh
+	$(BIN)/python -m bench.topup_bench --topups $(N)
+
+clean:
+	rm -rf $(VENV) .run bench/results

@@ -1,0 +1,45 @@
+"""The page's JSON API: create a top-up, read its status."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from services.page import service, store
+from services.page.sessions import api_user
+from shared.amqp import RpcClient
+from shared.http import Problem, json_response, read_json_object
+from shared.runtime import POOL_KEY, SETTINGS_KEY
+
+RPC_KEY = web.AppKey("rpc", RpcClient)
+
+
+async def create_topup(request: web.Request) -> web.Response:
+    user_id = api_user(request)
+    idempotency_key = service.check_idempotency_key(request.headers.get("Idempotency-Key"))
+    body = await read_json_object(request)
+    order = await service.create_topup(
+        request.app[SETTINGS_KEY], request.app[POOL_KEY], request.app[RPC_KEY], user_id, idempotency_key, body
+    )
+    return json_response(service.order_body(order), status=201)
+
+
+def parse_order_id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["order_id"])
+    except ValueError:
+        raise Problem(404, "No such top-up") from None
+
+
+async def get_topup(request: web.Request) -> web.Response:
+    user_id = api_user(request)
+    order = await store.get_order(request.app[POOL_KEY], parse_order_id(request), user_id)
+    if order is None:
+        raise Problem(404, "No such top-up")
+    return json_response(service.order_body(order))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/topups", create_topup)
+    app.router.add_get("/api/v1/topups/{order_id}", get_topup)

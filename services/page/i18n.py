@@ -1,0 +1,75 @@
+"""The driver's language: picking the locale we offer that is closest to the app's, the page's
+texts, and money formatted the local way (Babel). Catalogues move to gettext files when the page
+grows past a handful of languages."""
+
+from __future__ import annotations
+
+from babel.numbers import format_currency
+
+from shared.money import to_major
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Top up your balance",
+        "choose_package": "Choose an amount",
+        "bonus": "+{bonus} bonus",
+        "custom_amount": "Or enter an amount ({min} – {max})",
+        "method": "Pay with",
+        "fee": "fee {fee}",
+        "pay": "Continue to payment",
+        "status_pending": "Waiting for your payment…",
+        "status_paid": "Payment received. Adding it to your balance…",
+        "status_credited": "Done! Your balance has been topped up.",
+        "status_failed": "The payment did not go through. You have not been charged.",
+        "status_expired": "The payment was not completed in time.",
+        "new_balance": "New balance: {balance}",
+        "back_to_app": "Back to app",
+        "try_again": "Try again",
+        "unauthorized": "Please open the top-up from the app again.",
+        "error": "Something went wrong",
+    },
+    "bg": {
+        "title": "Зареди баланса си",
+        "choose_package": "Изберете сума",
+        "bonus": "+{bonus} бонус",
+        "custom_amount": "Или въведете сума ({min} – {max})",
+        "method": "Плащане с",
+        "fee": "такса {fee}",
+        "pay": "Към плащането",
+        "status_pending": "Очакваме плащането ви…",
+        "status_paid": "Плащането е получено. Добавяме го към баланса ви…",
+        "status_credited": "Готово! Балансът ви е зареден.",
+        "status_failed": "Плащането не премина. Не сте таксувани.",
+        "status_expired": "Плащането не беше завършено навреме.",
+        "new_balance": "Нов баланс: {balance}",
+        "back_to_app": "Обратно към приложението",
+        "try_again": "Опитайте отново",
+        "unauthorized": "Моля, отворете зареждането отново от приложението.",
+        "error": "Нещо се обърка",
+    },
+}
+
+
+def choose_locale(requested: str, offered: list[str], default: str) -> str:
+    """``en-GB`` → ``en`` if only ``en`` is offered; anything unknown → the operator's default."""
+    requested = requested.replace("_", "-").strip()
+    by_lower = {locale.lower(): locale for locale in offered}
+    if requested.lower() in by_lower:
+        return by_lower[requested.lower()]
+    language = requested.split("-")[0].lower()
+    return by_lower.get(language, default)
+
+
+class Translator:
+    def __init__(self, locale: str) -> None:
+        self.locale = locale
+        self._messages = MESSAGES.get(locale.split("-")[0], MESSAGES["en"])
+
+    def __call__(self, key: str, **values: str) -> str:
+        return self._messages.get(key, MESSAGES["en"][key]).format(**values)
+
+    def money(self, amount_minor: int, currency: str) -> str:
+        formatted: str = format_currency(
+            to_major(amount_minor, currency), currency, locale=self.locale.replace("-", "_")
+        )
+        return formatted

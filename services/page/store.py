@@ -1,0 +1,122 @@
+"""SQL for top-up orders."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.page.domain import OrderStatus, PricedTopup
+from shared.db import Connection
+
+
+@dataclass(frozen=True)
+class Order:
+    id: uuid.UUID
+    user_id: str
+    request_hash: str
+    amount_minor: int
+    bonus_minor: int
+    fee_minor: int
+    currency: str
+    method: str
+    integration_id: str
+    status: OrderStatus
+    redirect_url: str | None
+    balance_minor: int | None
+    correlation_id: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Order:
+        return cls(
+            id=row["id"],
+            user_id=row["user_id"],
+            request_hash=row["request_hash"],
+            amount_minor=row["amount_minor"],
+            bonus_minor=row["bonus_minor"],
+            fee_minor=row["fee_minor"],
+            currency=row["currency"].strip(),
+            method=row["method"],
+            integration_id=row["integration_id"],
+            status=OrderStatus(row["status"]),
+            redirect_url=row["redirect_url"],
+            balance_minor=row["balance_minor"],
+            correlation_id=row["correlation_id"],
+        )
+
+
+async def insert_or_get_order(
+    pool: asyncpg.Pool,
+    *,
+    user_id: str,
+    idempotency_key: str,
+    request_hash: str,
+    priced: PricedTopup,
+    integration_id: str,
+    correlation_id: str,
+) -> Order:
+    """The order for (user, key): created now, or the one an earlier request with this key made."""
+    row = await pool.fetchrow(
+        "INSERT INTO orders (id, user_id, idempotency_key, request_hash, package_id, amount_minor, bonus_minor,"
+        " fee_minor, currency, method, integration_id, correlation_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *",
+        uuid.uuid4(),
+        user_id,
+        idempotency_key,
+        request_hash,
+        priced.package_id,
+        priced.amount_minor,
+        priced.bonus_minor,
+        priced.fee_minor,
+        priced.currency,
+        priced.method,
+        integration_id,
+        correlation_id,
+    )
+    if row is None:
+        row = await pool.fetchrow(
+            "SELECT * FROM orders WHERE user_id = $1 AND idempotency_key = $2", user_id, idempotency_key
+        )
+    assert row is not None
+    return Order.from_row(row)
+
+
+async def record_checkout(pool: asyncpg.Pool, order_id: uuid.UUID, payment_id: uuid.UUID, redirect_url: str) -> Order:
+    row = await pool.fetchrow(
+        "UPDATE orders SET payment_id = $2, redirect_url = $3, updated_at = now() WHERE id = $1 RETURNING *",
+        order_id,
+        payment_id,
+        redirect_url,
+    )
+    assert row is not None
+    return Order.from_row(row)
+
+
+async def get_order(pool: asyncpg.Pool, order_id: uuid.UUID, user_id: str) -> Order | None:
+    row = await pool.fetchrow("SELECT * FROM orders WHERE id = $1 AND user_id = $2", order_id, user_id)
+    return Order.from_row(row) if row else None
+
+
+async def lock_order(conn: Connection, order_id: uuid.UUID) -> Order | None:
+    row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
+    return Order.from_row(row) if row else None
+
+
+async def set_status(
+    conn: Connection,
+    order_id: uuid.UUID,
+    status: OrderStatus,
+    *,
+    reason: str | None = None,
+    balance_minor: int | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE orders SET status = $2, status_reason = COALESCE($3, status_reason),"
+        " balance_minor = COALESCE($4, balance_minor), updated_at = now() WHERE id = $1",
+        order_id,
+        status,
+        reason,
+        balance_minor,
+    )

@@ -1,0 +1,162 @@
+"""Adapter for the built-in sandbox processor.
+
+Wire format (what ``services/payments/sandbox_processor.py`` implements on the processor side):
+- ``POST {api}/sandbox/api/v1/checkouts`` with ``Authorization: Bearer <api_key>`` and
+  ``Idempotency-Key``; JSON ``{"amount_minor", "currency", "method", "return_url", "metadata"}``;
+  201 ``{"reference", "hosted_url", "status"}``. The same key returns the same checkout.
+- ``GET {api}/sandbox/api/v1/checkouts/{reference}``: ``{"reference", "status", "amount_minor", "currency"}``.
+- Webhook: JSON ``{"id": "evt_…", "type": "checkout.succeeded|checkout.failed|checkout.expired",
+  "created": <unix s>, "data": {"reference", "status", "amount_minor", "currency"}}`` with header
+  ``Sandbox-Signature: t=<unix s>,v1=<hex HMAC-SHA256(webhook_secret, "<t>.<raw body>")>``;
+  timestamps older or newer than 300 s are refused (replay protection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from services.payments.processors.base import (
+    Checkout,
+    CheckoutRequest,
+    EventKind,
+    InvalidSignature,
+    MalformedWebhook,
+    ProcessorAdapter,
+    ProcessorEvent,
+    ProcessorUnavailable,
+)
+
+SIGNATURE_HEADER = "Sandbox-Signature"
+TOLERANCE_S = 300
+REQUEST_TIMEOUT_S = 10
+EVENT_KINDS = {
+    "checkout.succeeded": EventKind.SUCCEEDED,
+    "checkout.failed": EventKind.FAILED,
+    "checkout.expired": EventKind.EXPIRED,
+}
+STATUS_KINDS = {
+    "pending": EventKind.PENDING,
+    "succeeded": EventKind.SUCCEEDED,
+    "failed": EventKind.FAILED,
+    "expired": EventKind.EXPIRED,
+}
+
+
+def sign_sandbox_payload(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``Sandbox-Signature`` header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_sandbox_signature(secret: str, header: str | None, body: bytes, now_s: float) -> None:
+    if not header:
+        raise InvalidSignature(f"missing {SIGNATURE_HEADER} header")
+    fields: dict[str, list[str]] = {}
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        fields.setdefault(key, []).append(value)
+    try:
+        timestamp = int(fields["t"][0])
+    except (KeyError, ValueError):
+        raise InvalidSignature("signature header has no valid timestamp") from None
+    if abs(now_s - timestamp) > TOLERANCE_S:
+        raise InvalidSignature("signature timestamp outside the tolerance")
+    expected = sign_sandbox_payload(secret, body, timestamp).split("v1=", 1)[1]
+    # Several v1 values are allowed while a secret is being rotated.
+    if not any(hmac.compare_digest(expected, candidate) for candidate in fields.get("v1", [])):
+        raise InvalidSignature("signature does not match")
+
+
+def _require(data: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise MalformedWebhook(f"{key} must be a {kind.__name__}")
+    return value
+
+
+class SandboxAdapter(ProcessorAdapter):
+    name = "sandbox"
+
+    @property
+    def _api_base(self) -> str:
+        return (self.settings.api_base_url or self.services.payments_internal_url).rstrip("/")
+
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.api_key.get_secret_value()}"}
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            async with self.http.request(
+                method,
+                f"{self._api_base}{path}",
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+                **kwargs,
+            ) as response:
+                if response.status >= 300:
+                    raise ProcessorUnavailable(f"sandbox answered {response.status} to {method} {path}")
+                body: dict[str, Any] = await response.json()
+                return body
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ProcessorUnavailable(f"sandbox {method} {path} failed: {exc!r}") from None
+
+    async def create_checkout(self, request: CheckoutRequest) -> Checkout:
+        body = await self._call(
+            "POST",
+            "/sandbox/api/v1/checkouts",
+            json={
+                "amount_minor": request.amount_minor,
+                "currency": request.currency,
+                "method": request.method,
+                "return_url": request.return_url,
+                "metadata": {"payment_id": str(request.payment_id), "order_id": str(request.order_id)},
+            },
+            headers={**self._auth, "Idempotency-Key": str(request.payment_id)},
+        )
+        return Checkout(processor_reference=str(body["reference"]), redirect_url=str(body["hosted_url"]))
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now_s: float) -> None:
+        verify_sandbox_signature(
+            self.settings.webhook_secret.get_secret_value(), headers.get(SIGNATURE_HEADER), body, now_s
+        )
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[ProcessorEvent]:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise MalformedWebhook("body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise MalformedWebhook("body must be a JSON object")
+        kind = EVENT_KINDS.get(payload.get("type"))  # type: ignore[arg-type]
+        if kind is None:
+            raise MalformedWebhook(f"unknown event type {payload.get('type')!r}")
+        data = _require(payload, "data", dict)
+        return [
+            ProcessorEvent(
+                event_id=_require(payload, "id", str),
+                processor_reference=_require(data, "reference", str),
+                kind=kind,
+                amount_minor=_require(data, "amount_minor", int),
+                currency=_require(data, "currency", str),
+                reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
+            )
+        ]
+
+    async def fetch_status(self, processor_reference: str) -> ProcessorEvent:
+        body = await self._call("GET", f"/sandbox/api/v1/checkouts/{processor_reference}", headers=self._auth)
+        kind = STATUS_KINDS.get(str(body.get("status")))
+        if kind is None:
+            raise ProcessorUnavailable(f"sandbox reported unknown status {body.get('status')!r}")
+        return ProcessorEvent(
+            event_id=f"poll:{processor_reference}:{kind}",
+            processor_reference=processor_reference,
+            kind=kind,
+            amount_minor=int(body["amount_minor"]),
+            currency=str(body["currency"]),
+        )

@@ -1,0 +1,312 @@
+"""RabbitMQ plumbing with aio-pika: the topology, idempotent consumers (inbox in the same transaction
+as the effect, ack after commit, bad messages dead-lettered with their reason) and RPC over direct
+reply-to.
+
+RabbitMQ 3.10 sets no delivery limit and no dead-letter target by default, so every quorum queue
+declares both; every message is published persistent, with confirms and ``mandatory``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from yarl import URL
+
+from shared.db import Connection
+from shared.logging import correlation_id_var, get_logger, new_correlation_id
+from shared.messages import BadMessage, Contract, Envelope, decode
+from shared.metrics import MESSAGES_PROCESSED
+from shared.settings import AmqpSettings
+
+log = get_logger(__name__)
+
+EVENTS_EXCHANGE = "evtopup.events"
+DEAD_LETTER_EXCHANGE = "evtopup.dead_letter"
+DEAD_LETTER_QUEUE = "evtopup.dead_letters"
+CHECKOUT_RPC_QUEUE = "payments.checkout_rpc"
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+REASON_HEADER = "x-evtopup-reason"
+ORIGIN_QUEUE_HEADER = "x-evtopup-queue"
+# Pause before handing a message back after a transient failure, so a dead database is not spun on.
+TRANSIENT_RETRY_DELAY_S = 1.0
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    bindings: tuple[str, ...]
+
+
+CREDITING_QUEUE = QueueSpec("crediting.payment_events", ("payment.succeeded",))
+PAGE_QUEUE = QueueSpec("page.order_events", ("payment.*", "credit.applied"))
+EVENT_QUEUES = (CREDITING_QUEUE, PAGE_QUEUE)
+
+
+class BrokerUnavailable(Exception):
+    pass
+
+
+def _url(settings: AmqpSettings) -> str:
+    return str(URL(settings.url).with_user(settings.username).with_password(settings.password.get_secret_value()))
+
+
+def _where(settings: AmqpSettings) -> str:
+    url = URL(settings.url)
+    return f"{url.host}:{url.port}{url.path}"
+
+
+async def connect(settings: AmqpSettings, *, robust: bool = True) -> AbstractRobustConnection:
+    try:
+        if robust:
+            return await aio_pika.connect_robust(_url(settings), timeout=10)
+        connection = await aio_pika.connect(_url(settings), timeout=10)
+        return connection  # type: ignore[return-value]
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        raise BrokerUnavailable(f"RabbitMQ at {_where(settings)} is not answering: {exc!r}") from None
+
+
+def quorum_arguments(delivery_limit: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        # at-least-once dead-lettering needs reject-publish; a message is never dropped on the way.
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+async def declare_topology(channel: AbstractChannel, delivery_limit: int) -> AbstractExchange:
+    """Declare every exchange and queue (idempotent); returns the events exchange."""
+    events = await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    dead = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
+    dead_queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    await dead_queue.bind(dead)
+    for spec in EVENT_QUEUES:
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=quorum_arguments(delivery_limit))
+        for routing_key in spec.bindings:
+            await queue.bind(events, routing_key)
+    # Checkout requests are short-lived and carry an expiration; a classic queue honours per-message TTL.
+    await channel.declare_queue(CHECKOUT_RPC_QUEUE, durable=True)
+    return events
+
+
+async def dead_letter(channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, reason: str) -> None:
+    """Publish a copy of ``message`` to the dead-letter exchange with the reason, confirmed."""
+    exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE, ensure=False)
+    headers = dict(message.headers or {})
+    headers[REASON_HEADER] = reason[:500]
+    headers[ORIGIN_QUEUE_HEADER] = queue
+    await exchange.publish(
+        aio_pika.Message(
+            body=message.body,
+            headers=headers,
+            content_type=message.content_type,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            type=message.type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        ),
+        routing_key=message.routing_key or "",
+        mandatory=True,
+    )
+
+
+MessageHandler = Callable[[Connection, Envelope, Any], Awaitable[None]]
+
+
+class IdempotentConsumer:
+    """Consumes one queue. Each message's effect and its inbox row commit in one transaction, then
+    the message is acked; a redelivery finds the inbox row and is acked without a second effect."""
+
+    def __init__(
+        self,
+        service: str,
+        spec: QueueSpec,
+        pool: asyncpg.Pool,
+        handlers: Mapping[type[Contract], MessageHandler],
+    ) -> None:
+        self.service = service
+        self.spec = spec
+        self.pool = pool
+        self.handlers = handlers
+        self._channel: AbstractChannel | None = None
+
+    async def start(self, connection: AbstractRobustConnection, prefetch: int) -> None:
+        self._channel = await connection.channel(publisher_confirms=True)
+        await self._channel.set_qos(prefetch_count=prefetch)
+        queue = await self._channel.get_queue(self.spec.name, ensure=False)
+        await queue.consume(self.on_message)
+
+    def _count(self, outcome: str) -> None:
+        MESSAGES_PROCESSED.labels(self.service, self.spec.name, outcome).inc()
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        token = correlation_id_var.set(message.correlation_id or new_correlation_id())
+        try:
+            await self._process(message)
+        finally:
+            correlation_id_var.reset(token)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        assert self._channel is not None
+        try:
+            envelope, payload = decode(message.body)
+            handler = self.handlers.get(type(payload))
+            if handler is None:
+                # A known event this consumer has no use for (e.g. a type a wildcard binding let in).
+                await message.ack()
+                self._count("ignored")
+                return
+            async with self.pool.acquire() as conn, conn.transaction():
+                first_time = await conn.fetchval(
+                    "INSERT INTO inbox (message_id, message_type) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING RETURNING true",
+                    envelope.id,
+                    envelope.type,
+                )
+                if first_time:
+                    await handler(conn, envelope, payload)
+            await message.ack()
+            self._count("applied" if first_time else "duplicate")
+        except BadMessage as exc:
+            log.error("message_dead_lettered", queue=self.spec.name, reason=str(exc), message_id=message.message_id)
+            await dead_letter(self._channel, message, self.spec.name, str(exc))
+            await message.ack()
+            self._count("dead_lettered")
+        except Exception:
+            # Transient (database down, deadlock...): hand it back; the queue's delivery limit
+            # dead-letters it if it never succeeds.
+            log.exception("message_failed", queue=self.spec.name, message_id=message.message_id)
+            self._count("retried")
+            await asyncio.sleep(TRANSIENT_RETRY_DELAY_S)
+            await message.nack(requeue=True)
+
+
+class RpcTimeout(Exception):
+    pass
+
+
+class RpcError(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class RpcClient:
+    """Request/response over RabbitMQ direct reply-to: no reply queue to declare or clean up."""
+
+    def __init__(self, connection: AbstractRobustConnection, timeout_s: float) -> None:
+        self._connection = connection
+        self._timeout_s = timeout_s
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._channel: AbstractChannel | None = None
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        reply_queue = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+        await reply_queue.consume(self._on_reply, no_ack=True)
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.pop(message.correlation_id or "", None)
+        if future is None or future.done():
+            return  # the caller gave up (timeout); its retry asks again, idempotently
+        try:
+            future.set_result(json.loads(message.body))
+        except ValueError:
+            future.set_exception(RpcError("bad_reply", "reply is not JSON"))
+
+    async def call(self, queue: str, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._channel is not None, "start() first"
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._channel.default_exchange.publish(
+                aio_pika.Message(
+                    body=json.dumps(request).encode(),
+                    content_type="application/json",
+                    correlation_id=request_id,
+                    reply_to=DIRECT_REPLY_TO,
+                    # A request nobody took in time is dropped rather than served late.
+                    expiration=self._timeout_s,
+                    headers={"x-correlation-id": correlation_id_var.get() or ""},
+                ),
+                routing_key=queue,
+                mandatory=True,
+            )
+            reply = await asyncio.wait_for(future, self._timeout_s)
+        except TimeoutError:
+            raise RpcTimeout(f"no reply from {queue} within {self._timeout_s}s") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if "error" in reply:
+            error = reply["error"]
+            raise RpcError(str(error.get("code")), str(error.get("detail")))
+        return reply
+
+
+RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class RpcServer:
+    """Serves one RPC queue; replies ``{"error": {"code", "detail"}}`` rather than leaving a caller
+    waiting. Handlers must be idempotent: a request can arrive twice."""
+
+    def __init__(self, queue: str, handler: RpcHandler, concurrency: int = 20) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.concurrency = concurrency
+        self._channel: AbstractChannel | None = None
+
+    async def start(self, connection: AbstractRobustConnection) -> AbstractQueue:
+        self._channel = await connection.channel(publisher_confirms=False)
+        await self._channel.set_qos(prefetch_count=self.concurrency)
+        queue = await self._channel.get_queue(self.queue, ensure=False)
+        await queue.consume(self._on_request)
+        return queue
+
+    async def _on_request(self, message: AbstractIncomingMessage) -> None:
+        assert self._channel is not None
+        headers = message.headers or {}
+        token = correlation_id_var.set(str(headers.get("x-correlation-id") or new_correlation_id()))
+        try:
+            try:
+                request = json.loads(message.body)
+                if not isinstance(request, dict):
+                    raise ValueError("request must be a JSON object")
+                reply = await self.handler(request)
+            except RpcError as exc:
+                reply = {"error": {"code": exc.code, "detail": exc.detail}}
+            except ValueError as exc:
+                reply = {"error": {"code": "bad_request", "detail": str(exc)}}
+            except Exception:
+                log.exception("rpc_failed", queue=self.queue)
+                reply = {"error": {"code": "internal", "detail": "the request could not be served"}}
+            if message.reply_to:
+                await self._channel.default_exchange.publish(
+                    aio_pika.Message(
+                        body=json.dumps(reply).encode(),
+                        content_type="application/json",
+                        correlation_id=message.correlation_id,
+                    ),
+                    routing_key=message.reply_to,
+                )
+            await message.ack()
+        finally:
+            correlation_id_var.reset(token)

@@ -1,0 +1,141 @@
+"""aiohttp plumbing: RFC 9457 problem bodies, the middleware every service runs (errors, metrics,
+correlation id), health and metrics endpoints, and starting a site with a clear error for a taken port."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.logging import CORRELATION_HEADER, correlation_id_var, get_logger, new_correlation_id
+from shared.metrics import HTTP_DURATION, HTTP_REQUESTS
+
+log = get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+PROBLEM_TYPE = "application/problem+json"
+MAX_JSON_BODY_BYTES = 64 * 1024
+
+
+class Problem(Exception):
+    """Raised by handlers; rendered as ``application/problem+json`` with this status."""
+
+    def __init__(self, status: int, title: str, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+
+def problem_response(problem: Problem) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": problem.title, "status": problem.status}
+    if problem.detail:
+        body["detail"] = problem.detail
+    body.update(problem.extra)
+    return web.Response(status=problem.status, text=json.dumps(body), content_type=PROBLEM_TYPE)
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 problem saying what is wrong with it."""
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY_BYTES:
+        raise Problem(413, "Request body too large")
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(400, "Malformed JSON", "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "Malformed JSON", "the request body must be a JSON object")
+    return body
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def service_middleware(service: str) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        correlation_id = request.headers.get(CORRELATION_HEADER) or new_correlation_id()
+        token = correlation_id_var.set(correlation_id[:64])
+        started = time.perf_counter()
+        status = 500
+        try:
+            try:
+                response = await handler(request)
+            except Problem as problem:
+                response = problem_response(problem)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                response = problem_response(Problem(exc.status, exc.reason))
+            except Exception:
+                # Never a traceback to the client; the log has it.
+                log.exception("unhandled_error", path=request.path, method=request.method)
+                response = problem_response(Problem(500, "Internal error"))
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # redirects
+            status = exc.status
+            raise
+        finally:
+            route = _route_name(request)
+            HTTP_REQUESTS.labels(service, route, request.method, str(status)).inc()
+            HTTP_DURATION.labels(service, route).observe(time.perf_counter() - started)
+            correlation_id_var.reset(token)
+
+    return middleware
+
+
+def add_health_routes(app: web.Application, readiness: list[ReadinessCheck]) -> None:
+    async def healthz(_request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        failures: list[str] = []
+        for check in readiness:
+            try:
+                await check()
+            except Exception as exc:
+                failures.append(f"{check.__name__}: {type(exc).__name__}")
+        if failures:
+            return json_response({"status": "unavailable", "failures": failures}, status=503)
+        return json_response({"status": "ready"})
+
+    async def metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+
+class PortInUse(Exception):
+    pass
+
+
+async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return runner

@@ -1,0 +1,140 @@
+"""Versioned message contracts. Every message travels in an :class:`Envelope`; its ``type`` is also
+the routing key. Consumers ignore unknown fields; a breaking change gets a new ``version`` and the
+old one stays readable until no producer sends it. Amounts are integer minor units plus currency."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+
+class BadMessage(Exception):
+    """A message that can never be processed: dead-lettered with this reason."""
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int]
+
+
+class PaymentSucceeded(Contract):
+    TYPE: ClassVar[str] = "payment.succeeded"
+    VERSION: ClassVar[int] = 1
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    user_id: str = Field(min_length=1)
+    integration_id: str
+    processor: str
+    processor_reference: str
+    amount_minor: StrictInt = Field(gt=0)
+    bonus_minor: StrictInt = Field(ge=0)
+    fee_minor: StrictInt = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+
+class PaymentFailed(Contract):
+    TYPE: ClassVar[str] = "payment.failed"
+    VERSION: ClassVar[int] = 1
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    user_id: str = Field(min_length=1)
+    integration_id: str
+    status: Literal["failed", "expired", "needs_review"]
+    reason: str
+
+
+class CreditApplied(Contract):
+    TYPE: ClassVar[str] = "credit.applied"
+    VERSION: ClassVar[int] = 1
+    transfer_id: str
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    user_id: str = Field(min_length=1)
+    amount_minor: StrictInt = Field(gt=0)
+    bonus_minor: StrictInt = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    balance_minor: StrictInt
+
+
+CONTRACTS: dict[tuple[str, int], type[Contract]] = {
+    (c.TYPE, c.VERSION): c for c in (PaymentSucceeded, PaymentFailed, CreditApplied)
+}
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    id: uuid.UUID
+    type: str
+    version: int
+    occurred_at: datetime
+    correlation_id: str
+    causation_id: uuid.UUID | None = None
+    producer: str
+    data: dict[str, Any]
+
+
+def envelope_for(
+    payload: Contract,
+    *,
+    producer: str,
+    correlation_id: str,
+    causation_id: uuid.UUID | None = None,
+    message_id: uuid.UUID | None = None,
+) -> Envelope:
+    return Envelope(
+        id=message_id or uuid.uuid4(),
+        type=payload.TYPE,
+        version=payload.VERSION,
+        occurred_at=datetime.now(UTC),
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        producer=producer,
+        data=payload.model_dump(mode="json"),
+    )
+
+
+def decode(body: bytes) -> tuple[Envelope, Contract]:
+    """The envelope and its typed payload, or :class:`BadMessage` saying why not."""
+    try:
+        envelope = Envelope.model_validate_json(body)
+    except ValidationError as exc:
+        raise BadMessage(f"malformed envelope: {_first_error(exc)}") from None
+    contract = CONTRACTS.get((envelope.type, envelope.version))
+    if contract is None:
+        raise BadMessage(f"unknown message type/version {envelope.type}/v{envelope.version}")
+    try:
+        payload = contract.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise BadMessage(f"malformed {envelope.type}/v{envelope.version}: {_first_error(exc)}") from None
+    return envelope, payload
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+
+
+class CreateCheckout(BaseModel):
+    """RPC command, page → payments: create (or return) the checkout of one order. Idempotent on
+    ``order_id``: asking again returns the same payment and redirect URL."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    order_id: uuid.UUID
+    user_id: str = Field(min_length=1)
+    integration_id: str
+    method: str
+    amount_minor: StrictInt = Field(gt=0)
+    bonus_minor: StrictInt = Field(ge=0)
+    fee_minor: StrictInt = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    return_url: str
+
+
+class CheckoutCreated(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    payment_id: uuid.UUID
+    redirect_url: str

@@ -1,0 +1,125 @@
+"""Transactional outbox: events are written in the same transaction as the state change that caused
+them, and a relay publishes them with confirms afterwards. Rows are claimed with ``FOR UPDATE SKIP
+LOCKED`` so several relays can run, and deleted only once the broker confirmed every message of the
+batch; a crash in between republishes, and the consumers' inbox absorbs the duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractExchange
+
+from shared.db import Connection
+from shared.logging import get_logger
+from shared.messages import Contract, Envelope, envelope_for
+from shared.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING, OUTBOX_PUBLISHED
+
+log = get_logger(__name__)
+
+NOTIFY_CHANNEL = "outbox"
+BATCH_SIZE = 200
+IDLE_POLL_S = 1.0
+FAILURE_BACKOFF_S = 1.0
+GAUGE_INTERVAL_S = 5.0
+
+
+async def enqueue(
+    conn: Connection,
+    payload: Contract,
+    *,
+    producer: str,
+    correlation_id: str,
+    causation_id: uuid.UUID | None = None,
+) -> Envelope:
+    """Add an event to the outbox inside the caller's transaction."""
+    envelope = envelope_for(
+        payload,
+        producer=producer,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+    await conn.execute(
+        "INSERT INTO outbox (message_id, routing_key, correlation_id, body) VALUES ($1, $2, $3, $4)",
+        envelope.id,
+        envelope.type,
+        envelope.correlation_id,
+        envelope.model_dump_json().encode(),
+    )
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return envelope
+
+
+class OutboxRelay:
+    def __init__(self, service: str, pool: asyncpg.Pool, exchange: AbstractExchange) -> None:
+        self.service = service
+        self.pool = pool
+        self.exchange = exchange
+        self._wake = asyncio.Event()
+        self._gauges_at = 0.0
+
+    async def run(self) -> None:
+        listener = await self.pool.acquire()
+        await listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        try:
+            while True:
+                try:
+                    published = await self.publish_batch()
+                    await self._update_gauges()
+                except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
+                    log.warning("outbox_publish_failed", error=repr(exc))
+                    await asyncio.sleep(FAILURE_BACKOFF_S)
+                    continue
+                if published < BATCH_SIZE:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+        finally:
+            await self.pool.release(listener)
+
+    async def publish_batch(self) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, message_id, routing_key, correlation_id, body FROM outbox"
+                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                BATCH_SIZE,
+            )
+            if not rows:
+                return 0
+            # Confirms are awaited together: one fsync round trip for the batch, not one per message.
+            await asyncio.gather(
+                *(
+                    self.exchange.publish(
+                        aio_pika.Message(
+                            body=bytes(row["body"]),
+                            content_type="application/json",
+                            message_id=str(row["message_id"]),
+                            correlation_id=row["correlation_id"],
+                            type=row["routing_key"],
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=row["routing_key"],
+                        mandatory=True,
+                    )
+                    for row in rows
+                )
+            )
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
+        OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
+        return len(rows)
+
+    async def _update_gauges(self) -> None:
+        now = time.monotonic()
+        if now - self._gauges_at < GAUGE_INTERVAL_S:
+            return
+        self._gauges_at = now
+        row = await self.pool.fetchrow(
+            "SELECT count(*) AS pending, extract(epoch FROM now() - min(created_at)) AS age FROM outbox"
+        )
+        assert row is not None
+        OUTBOX_PENDING.labels(self.service).set(row["pending"])
+        OUTBOX_OLDEST_AGE.labels(self.service).set(float(row["age"] or 0))

@@ -1,0 +1,126 @@
+"""The life of one service process: database pool, broker connection and topology, outbox relay,
+HTTP site, background tasks, and a clean stop on SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aiohttp import web
+
+from shared import amqp, db
+from shared.http import add_health_routes, service_middleware, start_site
+from shared.logging import configure_logging, get_logger
+from shared.outbox import OutboxRelay
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+POOL_KEY = web.AppKey("pool", asyncpg.Pool)
+SETTINGS_KEY = web.AppKey("settings", Settings)
+
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICES_DIR = Path(__file__).parent.parent / "services"
+
+
+def service_dsn(settings: Settings, service: str) -> str:
+    dsn: str = getattr(settings.databases, service)
+    return dsn
+
+
+def service_port(settings: Settings, service: str) -> int:
+    port: int = getattr(settings.services, f"{service}_port")
+    return port
+
+
+def migration_components(service: str) -> dict[str, Path]:
+    return {"shared": SHARED_MIGRATIONS, service: SERVICES_DIR / service / "migrations"}
+
+
+class Runtime:
+    """What a service's ``build`` function gets to wire its routes, consumers and tasks onto."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        self.pool: asyncpg.Pool
+        self.connection: AbstractRobustConnection
+        self.exchange: AbstractExchange
+        self.app = web.Application(middlewares=[service_middleware(name)], client_max_size=1024**2)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    async def start(self) -> None:
+        await db.migrate(service_dsn(self.settings, self.name), migration_components(self.name))
+        self.pool = await db.create_pool(service_dsn(self.settings, self.name), self.settings.databases.pool_max_size)
+        self.connection = await amqp.connect(self.settings.amqp)
+        channel = await self.connection.channel(publisher_confirms=True)
+        self.exchange = await amqp.declare_topology(channel, self.settings.amqp.delivery_limit)
+        self.spawn(OutboxRelay(self.name, self.pool, self.exchange).run())
+        self.app[POOL_KEY] = self.pool
+        self.app[SETTINGS_KEY] = self.settings
+        add_health_routes(self.app, [self._database_ready, self._broker_ready])
+
+    async def _database_ready(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+    async def _broker_ready(self) -> None:
+        if self.connection.is_closed:
+            raise ConnectionError("broker connection closed")
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_died", error=repr(task.exception()))
+
+    def on_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        self._cleanups.append(cleanup)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for cleanup in reversed(self._cleanups):
+            with contextlib.suppress(Exception):
+                await cleanup()
+        with contextlib.suppress(Exception):
+            await self.connection.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), 10)
+
+
+Build = Callable[[Runtime], Awaitable[None]]
+
+
+async def serve(name: str, settings: Settings, build: Build) -> None:
+    configure_logging(name, settings.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = Runtime(name, settings)
+    runner: web.AppRunner | None = None
+    try:
+        await runtime.start()
+        await build(runtime)
+        runner = await start_site(runtime.app, settings.services.host, service_port(settings, name))
+        log.info("service_started", port=service_port(settings, name))
+        await stop.wait()
+        log.info("service_stopping")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if hasattr(runtime, "pool"):
+            await runtime.stop()
