@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from services.page import app as page_app
 from services.page.launch import issue_launch_token
 from services.payments import app as payments_app
 from shared import amqp, db
+from shared.dead_letters import list_dead_letters, replay_dead_letters
 from shared.http import PortInUse
 from shared.runtime import Build, migration_components, serve, service_dsn, service_port
 from shared.settings import ConfigError, Settings, load_settings
@@ -124,7 +126,23 @@ def _parser() -> argparse.ArgumentParser:
     url.add_argument("--user", required=True, help="CSMS user id")
     url.add_argument("--locale", help="locale, e.g. en-GB (default: the operator's)")
     url.add_argument("--ttl", type=int, default=900, help="token lifetime in seconds (at most 900)")
+    dead = commands.add_parser("dead-letters", help="list or replay dead-lettered messages")
+    dead_commands = dead.add_subparsers(dest="action", required=True)
+    dead_list = dead_commands.add_parser("list", help="print dead letters as JSON lines (they stay queued)")
+    dead_list.add_argument("--limit", type=int, default=100)
+    dead_replay = dead_commands.add_parser("replay", help="republish dead letters to the events exchange")
+    dead_replay.add_argument("--limit", type=int, default=100)
+    dead_replay.add_argument("--id", dest="message_id", help="replay only this message id")
     return parser
+
+
+async def dead_letters(settings: Settings, args: argparse.Namespace) -> None:
+    if args.action == "list":
+        for letter in await list_dead_letters(settings.amqp, args.limit):
+            print(json.dumps(letter.as_dict()))
+    else:
+        replayed = await replay_dead_letters(settings.amqp, args.limit, args.message_id)
+        print(f"replayed {replayed} message(s)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(setup(settings))
         elif args.command == "migrate":
             asyncio.run(migrate(settings))
+        elif args.command == "dead-letters":
+            asyncio.run(dead_letters(settings, args))
         elif args.service == "all":
             _check_ports_free(settings, list(SERVICES))
             return run_all(args.config)

@@ -64,7 +64,11 @@ class OutboxRelay:
 
     async def run(self) -> None:
         listener = await self.pool.acquire()
-        await listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+
+        def wake(*_: object) -> None:
+            self._wake.set()
+
+        await listener.add_listener(NOTIFY_CHANNEL, wake)
         try:
             while True:
                 try:
@@ -79,6 +83,7 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
         finally:
+            await listener.remove_listener(NOTIFY_CHANNEL, wake)
             await self.pool.release(listener)
 
     async def publish_batch(self) -> int:

@@ -73,6 +73,7 @@ class LaunchSettings(_Section):
     @field_validator("secret")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
+        # The HS256 key signs every launch: short keys can be brute-forced offline from one token.
         if len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
         return value
@@ -102,6 +103,12 @@ class AmountSettings(_Section):
         return self
 
 
+def _strong_secret(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 16:
+        raise ValueError("must be at least 16 characters")
+    return value
+
+
 class Fee(_Section):
     fixed_minor: int = Field(default=0, ge=0)
     # Basis points of the top-up amount (100 = 1 %), rounded half up to a whole minor unit.
@@ -120,6 +127,8 @@ class IntegrationSettings(_Section):
     # Where the processor's API lives; for the sandbox, the payments service itself.
     api_base_url: str | None = None
 
+    _strong_secrets = field_validator("api_key", "webhook_secret")(_strong_secret)
+
     @model_validator(mode="after")
     def _fees_for_known_methods(self) -> IntegrationSettings:
         unknown = set(self.fees) - set(self.methods)
@@ -135,11 +144,13 @@ class CsmsSettings(_Section):
 class CreditingSettings(_Section):
     api_token: SecretStr
 
+    _strong_token = field_validator("api_token")(_strong_secret)
+
 
 class AmqpSettings(_Section):
     url: str = Field(pattern=r"^amqps?://[^@]+$")
     username: str = "guest"
-    password: SecretStr
+    password: SecretStr = Field(min_length=1)
     prefetch: int = Field(default=50, gt=0, le=1000)
     delivery_limit: int = Field(default=10, gt=0, le=1000)
     rpc_timeout_s: float = Field(default=10.0, gt=0)

@@ -93,7 +93,9 @@ async def test_unauthenticated_requests_get_401(driver: Driver, case: str) -> No
     headers = {"Idempotency-Key": "k"}
     if case in tokens:
         headers["Authorization"] = f"Bearer {tokens[case]}"
-    async with driver.http.post(driver.stack.url("page", "/api/v1/topups"), json={"package_id": "p10"}, headers=headers) as r:
+    async with driver.http.post(
+        driver.stack.url("page", "/api/v1/topups"), json={"package_id": "p10"}, headers=headers
+    ) as r:
         assert r.status == 401
         assert (await r.json(content_type=None))["status"] == 401
     async with driver.http.get(driver.stack.url("page", f"/topup?token={tokens.get(case, '')}")) as r:

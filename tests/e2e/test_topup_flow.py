@@ -35,7 +35,9 @@ def webhook_url(stack: Stack) -> str:
 
 
 async def transfers_for(stack: Stack, order_id: str) -> int:
-    rows = await fetch(stack.dsn("crediting"), "SELECT count(*) AS n FROM transfers WHERE order_id = $1", uuid.UUID(order_id))
+    rows = await fetch(
+        stack.dsn("crediting"), "SELECT count(*) AS n FROM transfers WHERE order_id = $1", uuid.UUID(order_id)
+    )
     return int(rows[0]["n"])
 
 
@@ -92,7 +94,9 @@ async def test_declined_payment_fails_the_order_and_credits_nothing(driver: Driv
 
 async def test_return_page_shows_live_status_then_balance(driver: Driver) -> None:
     user_id = user()
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:  # its own cookie jar, like the driver's phone
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as browser:  # its own cookie jar, like the driver's phone
         async with browser.get(driver.stack.url("page", f"/topup?token={driver.token(user_id, 'bg-BG')}")) as launch:
             assert launch.status == 200
             assert str(launch.url) == driver.stack.url("page", "/topup")  # token gone from the address
@@ -139,7 +143,9 @@ async def test_same_webhook_five_times_and_concurrently_credits_once(driver: Dri
     assert set(statuses) == {200}
     # The same success under new event ids (a processor resending differently) is still one credit.
     other_events = [webhook_body(reference, "succeeded", charge_minor, "EUR") for _ in range(5)]
-    await asyncio.gather(*(send_webhook(driver.http, webhook_url(stack), stack.webhook_secret, b) for b in other_events))
+    await asyncio.gather(
+        *(send_webhook(driver.http, webhook_url(stack), stack.webhook_secret, b) for b in other_events)
+    )
     await driver.wait_status(user_id, order["id"], "credited")
     await asyncio.sleep(1)
     assert await driver.balance(user_id) == 1000
@@ -166,9 +172,13 @@ async def test_late_success_after_failure_is_credited(driver: Driver) -> None:
     user_id = user()
     _, order = await driver.create_topup(user_id, {"package_id": "p10"})
     reference, charge_minor = await sandbox_reference(stack, order["id"])
-    await send_webhook(driver.http, webhook_url(stack), stack.webhook_secret, webhook_body(reference, "failed", charge_minor, "EUR"))
+    await send_webhook(
+        driver.http, webhook_url(stack), stack.webhook_secret, webhook_body(reference, "failed", charge_minor, "EUR")
+    )
     await driver.wait_status(user_id, order["id"], "failed")
-    await send_webhook(driver.http, webhook_url(stack), stack.webhook_secret, webhook_body(reference, "succeeded", charge_minor, "EUR"))
+    await send_webhook(
+        driver.http, webhook_url(stack), stack.webhook_secret, webhook_body(reference, "succeeded", charge_minor, "EUR")
+    )
     await driver.wait_status(user_id, order["id"], "credited")
     assert await driver.balance(user_id) == 1000
 
@@ -218,7 +228,9 @@ async def test_bad_signature_is_refused_and_changes_nothing(driver: Driver, case
     _, current = await driver.get_topup(user_id, order["id"])
     assert current["status"] == "pending"
     assert await driver.balance(user_id) == 0
-    events = await fetch(stack.dsn("payments"), "SELECT 1 FROM processor_events WHERE processor_reference = $1", reference)
+    events = await fetch(
+        stack.dsn("payments"), "SELECT 1 FROM processor_events WHERE processor_reference = $1", reference
+    )
     assert events == []
 
 
@@ -231,7 +243,9 @@ async def test_webhook_for_unknown_integration_or_malformed_body(driver: Driver)
     assert status == 400
     # Signed and well formed but for a payment we never made: accepted and recorded, nothing credited.
     assert await send_webhook(driver.http, webhook_url(stack), stack.webhook_secret, body) == 200
-    rows = await fetch(stack.dsn("payments"), "SELECT outcome FROM processor_events WHERE processor_reference = 'sbx_nope'")
+    rows = await fetch(
+        stack.dsn("payments"), "SELECT outcome FROM processor_events WHERE processor_reference = 'sbx_nope'"
+    )
     assert [r["outcome"] for r in rows] == ["unknown_payment"]
 
 
@@ -240,7 +254,9 @@ async def test_lost_webhook_is_healed_by_polling(driver: Driver, stack: Stack) -
     _, order = await driver.create_topup(user_id, {"package_id": "p10"})
     reference, _ = await sandbox_reference(stack, order["id"])
     # The processor takes the money but its webhook never arrives.
-    await fetch(stack.dsn("payments"), "UPDATE sandbox_checkouts SET status = 'succeeded' WHERE reference = $1", reference)
+    await fetch(
+        stack.dsn("payments"), "UPDATE sandbox_checkouts SET status = 'succeeded' WHERE reference = $1", reference
+    )
     await driver.wait_status(user_id, order["id"], "credited", timeout_s=30)
     assert await driver.balance(user_id) == 1000
 
@@ -285,12 +301,16 @@ async def test_two_hundred_topups_from_twenty_users_in_parallel_all_credit_exact
 
 async def test_test_integration_serves_only_allow_listed_users(driver: Driver) -> None:
     _, order = await driver.create_topup("tester-1", {"package_id": "p10", "method": "card"})
-    rows = await fetch(driver.stack.dsn("page"), "SELECT integration_id FROM orders WHERE id = $1", uuid.UUID(order["id"]))
+    rows = await fetch(
+        driver.stack.dsn("page"), "SELECT integration_id FROM orders WHERE id = $1", uuid.UUID(order["id"])
+    )
     assert rows[0]["integration_id"] == "sandbox_trial"
     status, body = await driver.create_topup("tester-1", {"package_id": "p10", "method": "wallet"})
     assert status == 422 and body["field"] == "method"  # the trial integration offers card only
     _, order = await driver.create_topup(user(), {"package_id": "p10"})
-    rows = await fetch(driver.stack.dsn("page"), "SELECT integration_id FROM orders WHERE id = $1", uuid.UUID(order["id"]))
+    rows = await fetch(
+        driver.stack.dsn("page"), "SELECT integration_id FROM orders WHERE id = $1", uuid.UUID(order["id"])
+    )
     assert rows[0]["integration_id"] == "sandbox_main"
 
 
