@@ -71,6 +71,9 @@ class OutboxRelay:
         await listener.add_listener(NOTIFY_CHANNEL, wake)
         try:
             while True:
+                # Cleared before the batch, not after: a commit notified during the batch must still
+                # wake the next round instead of waiting out the idle poll.
+                self._wake.clear()
                 try:
                     published = await self.publish_batch()
                     await self._update_gauges()
@@ -79,7 +82,6 @@ class OutboxRelay:
                     await asyncio.sleep(FAILURE_BACKOFF_S)
                     continue
                 if published < BATCH_SIZE:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
         finally:
