@@ -38,7 +38,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 async def create_orders(driver: Driver, count: int, concurrency: int) -> list[str]:

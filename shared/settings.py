@@ -206,18 +206,28 @@ class Settings(_Section):
         return next(i for i, s in self.integrations.items() if s.environment == "production" and s.active)
 
 
+def _refuse_literal_secrets(node: dict[str, Any], path: str) -> None:
+    for key, value in node.items():
+        dotted = f"{path}.{key}" if path else key
+        if isinstance(value, dict):
+            _refuse_literal_secrets(value, dotted)
+        elif key in SECRET_KEYS:
+            raise ConfigError(
+                f"{dotted}: secrets may not be written in the config file; set "
+                f"{ENV_PREFIX}{dotted.replace('.', '__').upper()} or {dotted}_file"
+            )
+
+
 def _read_secret_files(node: dict[str, Any], path: str) -> None:
+    """Replace each ``<secret>_file`` key (from the file or the environment) by the file's content."""
     for key in list(node):
         value = node[key]
         dotted = f"{path}.{key}" if path else key
         if isinstance(value, dict):
             _read_secret_files(value, dotted)
-        elif key in SECRET_KEYS and isinstance(value, str):
-            raise ConfigError(
-                f"{dotted}: secrets may not be written in the config file; set "
-                f"{ENV_PREFIX}{dotted.replace('.', '__').upper()} or {dotted}_file"
-            )
         elif key.endswith("_file") and key[: -len("_file")] in SECRET_KEYS:
+            if not isinstance(value, str):
+                raise ConfigError(f"{dotted}: must be a file path")
             try:
                 node[key[: -len("_file")]] = Path(value).read_text().strip()
             except OSError as exc:
@@ -238,7 +248,8 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             if not isinstance(child, dict):
                 raise ConfigError(f"{'.'.join(parts)}: {part} is not a section")
             node = child
-        node[parts[-1]] = _env_value(name, raw)
+        # A secret is taken as it is, whatever characters it starts with.
+        node[parts[-1]] = raw if parts[-1] in SECRET_KEYS else _env_value(name, raw)
 
 
 def _env_value(name: str, raw: str) -> Any:
@@ -263,8 +274,9 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    _read_secret_files(data, "")
+    _refuse_literal_secrets(data, "")
     _apply_env(data, environ)
+    _read_secret_files(data, "")
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -89,10 +89,12 @@ def parse_major_amount(text: str, currency: str) -> int:
     """A driver-typed amount in major units ("12.50") as minor units; refuses extra decimals."""
     try:
         value = Decimal(text.strip().replace(",", "."))
-    except InvalidOperation:
+        if not value.is_finite():
+            raise InvalidOperation
+        scaled = value.scaleb(currency_exponent(currency))
+    except ArithmeticError:  # InvalidOperation, Overflow: "sNaN", "1e999999999"...
         raise InvalidTopup("amount_minor", "the amount is not a number") from None
-    scaled = value.scaleb(currency_exponent(currency))
-    if not value.is_finite() or scaled != scaled.to_integral_value():
+    if scaled != scaled.to_integral_value():
         raise InvalidTopup("amount_minor", "the amount has too many decimals")
     return int(scaled)
 

@@ -78,7 +78,7 @@ def decode_session(secret: str, cookie: str | None, now_s: int) -> Session:
         raise InvalidLaunch("no session: open the top-up from the app")
     body, _, mac = cookie.rpartition(".")
     expected = hmac.new(_session_key(secret), body.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, mac):
+    if not hmac.compare_digest(expected.encode(), mac.encode(errors="surrogateescape")):
         raise InvalidLaunch("the session is not valid: open the top-up from the app")
     try:
         data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))

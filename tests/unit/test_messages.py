@@ -94,7 +94,7 @@ def good_data() -> dict[str, Any]:
 def test_every_contract_is_registered_by_type_and_version() -> None:
     assert set(CONTRACTS) == {("payment.succeeded", 1), ("payment.failed", 1), ("credit.applied", 1)}
     for (type_, version), contract in CONTRACTS.items():
-        assert (contract.TYPE, contract.VERSION) == (type_, version)
+        assert (type_, version) == (contract.TYPE, contract.VERSION)
 
 
 @pytest.mark.parametrize("payload", ALL_PAYLOADS, ids=lambda p: p.TYPE)
@@ -158,7 +158,9 @@ def test_unknown_type_is_refused() -> None:
         decode(json.dumps(raw_envelope(good_data(), type_="payment.teleported")).encode())
 
 
-@pytest.mark.parametrize(("type_", "version"), [("payment.succeeded", 2), ("payment.failed", 0), ("credit.applied", 99)])
+@pytest.mark.parametrize(
+    ("type_", "version"), [("payment.succeeded", 2), ("payment.failed", 0), ("credit.applied", 99)]
+)
 def test_unknown_version_is_refused(type_: str, version: int) -> None:
     with pytest.raises(BadMessage, match=rf"unknown message type/version {type_}/v{version}"):
         decode(json.dumps(raw_envelope(good_data(), type_=type_, version=version)).encode())

@@ -15,7 +15,9 @@ CHARGE = 2558
 CURRENCY = "EUR"
 
 
-def event(kind: EventKind, amount: int | None = CHARGE, currency: str | None = CURRENCY, reason: str | None = None):
+def event(
+    kind: EventKind, amount: int | None = CHARGE, currency: str | None = CURRENCY, reason: str | None = None
+) -> ProcessorEvent:
     return ProcessorEvent(
         event_id=f"evt_{kind}",
         processor_reference="chk_1",
@@ -94,11 +96,16 @@ def test_failure_never_overrides_a_final_state(status: PaymentStatus, kind: Even
 @pytest.mark.parametrize("status", [S.CREATED, S.PENDING, S.FAILED, S.EXPIRED])
 @pytest.mark.parametrize(
     ("amount", "currency"),
-    [(CHARGE - 1, CURRENCY), (CHARGE + 1, CURRENCY), (2500, CURRENCY), (CHARGE, "USD"), (None, CURRENCY), (CHARGE, None)],
+    [
+        (CHARGE - 1, CURRENCY),
+        (CHARGE + 1, CURRENCY),
+        (2500, CURRENCY),
+        (CHARGE, "USD"),
+        (None, CURRENCY),
+        (CHARGE, None),
+    ],
 )
-def test_mismatch_on_success_needs_review(
-    status: PaymentStatus, amount: int | None, currency: str | None
-) -> None:
+def test_mismatch_on_success_needs_review(status: PaymentStatus, amount: int | None, currency: str | None) -> None:
     decision = decide(status, CHARGE, CURRENCY, event(K.SUCCEEDED, amount, currency))
     assert decision.new_status is S.NEEDS_REVIEW
     assert decision.reason is not None

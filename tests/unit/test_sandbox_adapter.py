@@ -86,6 +86,13 @@ def test_header_without_v1_is_refused(header: str) -> None:
         verify_sandbox_signature(SECRET, header, BODY, NOW)
 
 
+@pytest.mark.parametrize("v1", ["\u00e9", "\u00e9" * 64, V1[:-1] + "\u00e9"], ids=["one-char", "64-chars", "last-char"])
+def test_non_ascii_v1_is_refused(v1: str) -> None:
+    # Anyone can send this header: it must be InvalidSignature (401), not a TypeError (500).
+    with pytest.raises(InvalidSignature):
+        verify_sandbox_signature(SECRET, f"t={TIMESTAMP},v1={v1}", BODY, NOW)
+
+
 def test_uppercase_hex_is_refused() -> None:
     with pytest.raises(InvalidSignature):
         verify_sandbox_signature(SECRET, f"t={TIMESTAMP},v1={V1.upper()}", BODY, NOW)
@@ -273,7 +280,9 @@ def test_parse_refuses_missing_or_bad_id(adapter: SandboxAdapter, event_id: Any)
         parse(adapter, payload)
 
 
-@pytest.mark.parametrize(("field", "value"), [("reference", None), ("reference", 7), ("currency", None), ("currency", 978)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("reference", None), ("reference", 7), ("currency", None), ("currency", 978)]
+)
 def test_parse_refuses_bad_reference_or_currency(adapter: SandboxAdapter, field: str, value: Any) -> None:
     with pytest.raises(MalformedWebhook, match=f"{field} must be a str"):
         parse(adapter, webhook(**{field: value}))

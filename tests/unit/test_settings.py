@@ -112,9 +112,7 @@ def test_env_override_keys_are_case_insensitive(tmp_path: Path, name: str) -> No
 
 
 def test_env_override_of_nested_integration_secret(tmp_path: Path) -> None:
-    settings = load(
-        tmp_path, env={"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__WEBHOOK_SECRET": "rotated-webhook-secret"}
-    )
+    settings = load(tmp_path, env={"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__WEBHOOK_SECRET": "rotated-webhook-secret"})
     assert settings.integrations["sandbox_demo"].webhook_secret.get_secret_value() == "rotated-webhook-secret"
 
 
@@ -169,7 +167,11 @@ def test_env_override_below_a_value_that_is_not_a_section(tmp_path: Path) -> Non
     [
         ("[launch]", 'secret = "written-in-the-file-0123456789abcdef"', "launch.secret"),
         ("[amqp]", 'password = "written-in-the-file"', "amqp.password"),
-        ("[integrations.sandbox_demo]", 'webhook_secret = "written-in-the-file"', "integrations.sandbox_demo.webhook_secret"),
+        (
+            "[integrations.sandbox_demo]",
+            'webhook_secret = "written-in-the-file"',
+            "integrations.sandbox_demo.webhook_secret",
+        ),
         ("[integrations.sandbox_demo]", 'api_key = "written-in-the-file"', "integrations.sandbox_demo.api_key"),
     ],
 )
@@ -258,21 +260,17 @@ def test_empty_amqp_password_is_refused(tmp_path: Path) -> None:
     assert message.startswith("amqp.password:")
 
 
-@pytest.mark.parametrize(
-    "name", ["EVTOPUP__LAUNCH__SECRET", "EVTOPUP__AMQP__PASSWORD", "EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__API_KEY"]
-)
-def test_secret_of_the_wrong_type_is_refused_without_showing_it(tmp_path: Path, name: str) -> None:
-    value = '{"leaked": "secret-value-0123456789abcdefghijklmnop"}'
-    message = config_error(tmp_path, env={name: value})
-    assert "secret-value-0123456789" not in message
-    assert "leaked" not in message
+@pytest.mark.parametrize("value", ['{"looks": "like json 0123456789abcdef"}', "[not-json-0123456789abcdefghijklmn"])
+def test_secret_from_the_environment_is_taken_verbatim_even_if_it_looks_like_json(tmp_path: Path, value: str) -> None:
+    settings = load(tmp_path, env={"EVTOPUP__LAUNCH__SECRET": value})
+    assert settings.launch.secret.get_secret_value() == value
 
 
-def test_secret_in_json_that_does_not_parse_is_not_shown(tmp_path: Path) -> None:
-    value = "[secret-value-0123456789abcdefghijklmnop"
-    message = config_error(tmp_path, env={"EVTOPUP__LAUNCH__SECRET": value})
-    assert value not in message
-    assert "secret-value" not in message
+def test_secret_file_named_in_the_environment_is_read(tmp_path: Path) -> None:
+    secret_file = tmp_path / "launch-secret"
+    secret_file.write_text("s" * 40 + "\n")
+    settings = load(tmp_path, env={"EVTOPUP__LAUNCH__SECRET_FILE": str(secret_file)}, drop=("EVTOPUP__LAUNCH__SECRET",))
+    assert settings.launch.secret.get_secret_value() == "s" * 40
 
 
 # --- missing and bad values --------------------------------------------------------------------

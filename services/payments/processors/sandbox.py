@@ -69,7 +69,8 @@ def verify_sandbox_signature(secret: str, header: str | None, body: bytes, now_s
         raise InvalidSignature("signature timestamp outside the tolerance")
     expected = sign_sandbox_payload(secret, body, timestamp).split("v1=", 1)[1]
     # Several v1 values are allowed while a secret is being rotated.
-    if not any(hmac.compare_digest(expected, candidate) for candidate in fields.get("v1", [])):
+    candidates = [c.encode(errors="surrogateescape") for c in fields.get("v1", [])]
+    if not any(hmac.compare_digest(expected.encode(), candidate) for candidate in candidates):
         raise InvalidSignature("signature does not match")
 
 
@@ -133,7 +134,8 @@ class SandboxAdapter(ProcessorAdapter):
             raise MalformedWebhook("body is not JSON") from None
         if not isinstance(payload, dict):
             raise MalformedWebhook("body must be a JSON object")
-        kind = EVENT_KINDS.get(payload.get("type"))  # type: ignore[arg-type]
+        event_type = payload.get("type")
+        kind = EVENT_KINDS.get(event_type) if isinstance(event_type, str) else None
         if kind is None:
             raise MalformedWebhook(f"unknown event type {payload.get('type')!r}")
         data = _require(payload, "data", dict)
