@@ -26,10 +26,7 @@ setup: $(STAMP) $(SECRETS)
 	set -a && . ./$(SECRETS) && set +a && $(EVTOPUP) setup
 
 run: setup
-	@set -a && . ./$(SECRETS) && set +a && \
-	  echo && echo "Open this launch URL (valid 15 minutes; new one: make launch-url):" && \
-	  $(EVTOPUP) launch-url --user $(DEMO_USER) && echo && \
-	  exec $(EVTOPUP) run all
+	@set -a && . ./$(SECRETS) && set +a && exec $(EVTOPUP) run all --launch-url-for $(DEMO_USER)
 
 launch-url: $(STAMP) $(SECRETS)
 	@set -a && . ./$(SECRETS) && set +a && $(EVTOPUP) launch-url --user $(DEMO_USER)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
@@ -30,6 +31,7 @@ SERVICES: dict[str, Build] = {
     crediting_app.NAME: crediting_app.build,
 }
 CHILD_STOP_TIMEOUT_S = 15
+READY_TIMEOUT_S = 60
 
 
 class CliError(Exception):
@@ -83,11 +85,27 @@ def _check_ports_free(settings: Settings, services: Sequence[str]) -> None:
                 ) from None
 
 
-def run_all(config_path: str | None) -> int:
+def _wait_ready(settings: Settings, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    pending = set(SERVICES)
+    while pending and time.monotonic() < deadline:
+        for service in list(pending):
+            url = f"http://{settings.services.host}:{service_port(settings, service)}/readyz"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    pending.discard(service)
+        time.sleep(0.2)
+    return not pending
+
+
+def run_all(settings: Settings, config_path: str | None, launch_user: str | None) -> int:
     """Run the three services as child processes; Ctrl-C or SIGTERM stops them all."""
     base = [sys.executable, "-m", "services.cli"] + (["--config", config_path] if config_path else [])
     children = {name: subprocess.Popen([*base, "run", name]) for name in SERVICES}
     stopping = False
+    if launch_user is not None and _wait_ready(settings, READY_TIMEOUT_S):
+        url = launch_url(settings, launch_user, None, settings.launch.token_max_age_s)
+        print(f"\nevtopup is running. Open this launch URL (new one: make launch-url):\n{url}\n", flush=True)
 
     def stop(_signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -120,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run one service, or all three")
     run.add_argument("service", choices=[*SERVICES, "all"])
+    run.add_argument("--launch-url-for", metavar="USER", help="with all: print a launch URL for USER once ready")
     commands.add_parser("setup", help="create databases if missing, migrate, declare the broker topology")
     commands.add_parser("migrate", help="apply pending database migrations")
     url = commands.add_parser("launch-url", help="print a signed launch URL for a user")
@@ -159,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(dead_letters(settings, args))
         elif args.service == "all":
             _check_ports_free(settings, list(SERVICES))
-            return run_all(args.config)
+            return run_all(settings, args.config, args.launch_url_for)
         else:
             _check_ports_free(settings, [args.service])
             with contextlib.suppress(KeyboardInterrupt):
