@@ -29,6 +29,7 @@ async def _move(
     new_status = transition(order.status)
     if new_status is not None:
         await store.set_status(conn, order.id, new_status, reason=reason, balance_minor=balance_minor)
+        log.info("order_status_changed", order_id=str(order.id), status=new_status.value)
 
 
 async def on_payment_succeeded(conn: Connection, _envelope: Envelope, event: PaymentSucceeded) -> None:

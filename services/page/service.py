@@ -84,6 +84,9 @@ async def create_topup(
         correlation_id_var.reset(token)
     RPC_REQUESTS.labels("client", "ok").inc()
     created = CheckoutCreated.model_validate(reply)
+    log.info(
+        "topup_created", order_id=str(order.id), payment_id=str(created.payment_id), correlation_id=order.correlation_id
+    )
     return await store.record_checkout(pool, order.id, created.payment_id, created.redirect_url)
 
 

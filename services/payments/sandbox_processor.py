@@ -30,6 +30,8 @@ WEBHOOK_ATTEMPTS = 8
 WEBHOOK_FIRST_BACKOFF_S = 0.5
 WEBHOOK_TIMEOUT_S = 10
 OUTCOMES = {"succeeded", "failed"}
+# A checkout nobody paid within this time expires, as hosted checkouts at real processors do.
+CHECKOUT_TTL_S = 3600
 
 
 class SandboxProcessor:
@@ -98,6 +100,17 @@ class SandboxProcessor:
         }
 
     async def _load(self, reference: str) -> asyncpg.Record:
+        """The checkout as it stands now: one left pending past its lifetime expires on first look
+        (and says so by webhook)."""
+        expired = await self.pool.fetchrow(
+            "UPDATE sandbox_checkouts SET status = 'expired' WHERE reference = $1 AND status = 'pending'"
+            " AND created_at < now() - make_interval(secs => $2) RETURNING *",
+            reference,
+            CHECKOUT_TTL_S,
+        )
+        if expired is not None:
+            self._deliver_later(expired)
+            return expired
         row = await self.pool.fetchrow("SELECT * FROM sandbox_checkouts WHERE reference = $1", reference)
         if row is None:
             raise Problem(404, "No such checkout")
@@ -136,6 +149,7 @@ class SandboxProcessor:
         outcome = form.get("outcome")
         if outcome not in OUTCOMES:
             raise Problem(400, "Bad outcome", "outcome must be succeeded or failed")
+        await self._load(request.match_info["reference"])  # expires it first if its time is up
         row = await self.pool.fetchrow(
             "UPDATE sandbox_checkouts SET status = $2 WHERE reference = $1 AND status = 'pending' RETURNING *",
             request.match_info["reference"],

@@ -325,3 +325,50 @@ async def test_services_answer_health_readiness_and_metrics(stack: Stack, servic
                 assert "evtopup_http_requests_total" in text
         async with http.get(stack.url("crediting", "/metrics")) as response:
             assert "evtopup_credits_applied_total" in await response.text()
+
+
+async def test_unpaid_checkout_expires_and_cannot_be_paid_late(driver: Driver, stack: Stack) -> None:
+    user_id = user()
+    _, order = await driver.create_topup(user_id, {"package_id": "p10"})
+    reference, _ = await sandbox_reference(stack, order["id"])
+    await fetch(
+        stack.dsn("payments"),
+        "UPDATE sandbox_checkouts SET created_at = now() - interval '2 hours' WHERE reference = $1",
+        reference,
+    )
+    # Nobody paid: the poller asks the processor, which says expired; the order follows.
+    await driver.wait_status(user_id, order["id"], "expired", timeout_s=30)
+    await driver.pay(order["redirect_url"])  # too late: the hosted page no longer takes it
+    await asyncio.sleep(1)
+    _, current = await driver.get_topup(user_id, order["id"])
+    assert current["status"] == "expired"
+    assert await driver.balance(user_id) == 0
+
+
+async def test_correlation_id_follows_a_topup_through_all_three_services(
+    driver: Driver, services: dict[str, ServiceProcess]
+) -> None:
+    user_id, correlation_id = user(), f"corr-{uuid.uuid4().hex}"
+    async with driver.http.post(
+        driver.stack.url("page", "/api/v1/topups"),
+        json={"package_id": "p10"},
+        headers={
+            "Authorization": f"Bearer {driver.token(user_id)}",
+            "Idempotency-Key": str(uuid.uuid4()),
+            "X-Correlation-Id": correlation_id,
+        },
+    ) as response:
+        order = await response.json()
+    await driver.pay(order["redirect_url"])
+    await driver.wait_status(user_id, order["id"], "credited")
+
+    def logged_everywhere() -> bool:
+        return all(
+            any(
+                correlation_id in path.read_text(errors="replace")
+                for path in driver.stack.log_dir.glob(f"{name}.*.log")
+            )
+            for name in services
+        )
+
+    await eventually(lambda: asyncio.sleep(0, logged_everywhere()), 10, "correlation id missing from a service's logs")
