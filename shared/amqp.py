@@ -105,6 +105,19 @@ async def declare_topology(channel: AbstractChannel, delivery_limit: int) -> Abs
     return events
 
 
+def persistent_copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """``message`` again, with ``headers``, to be republished (dead-lettered or replayed)."""
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
 async def dead_letter(channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, reason: str) -> None:
     """Publish a copy of ``message`` to the dead-letter exchange with the reason, confirmed."""
     exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE, ensure=False)
@@ -112,15 +125,7 @@ async def dead_letter(channel: AbstractChannel, message: AbstractIncomingMessage
     headers[REASON_HEADER] = reason[:500]
     headers[ORIGIN_QUEUE_HEADER] = queue
     await exchange.publish(
-        aio_pika.Message(
-            body=message.body,
-            headers=headers,
-            content_type=message.content_type,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        ),
+        persistent_copy(message, headers),
         routing_key=message.routing_key or "",
         mandatory=True,
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -13,12 +15,20 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+T = TypeVar("T")
+
 # What a transaction runs on: a plain connection or one borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Any constant works; it only has to be the same for every process migrating one database.
 MIGRATION_LOCK_KEY = 7_460_110
+
+
+def record_to(cls: type[T], row: asyncpg.Record, **converted: Any) -> T:
+    """The dataclass ``cls`` from a row: each field from the column of its name, or from ``converted``."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    return cls(**{f.name: converted[f.name] if f.name in converted else row[f.name] for f in fields})
 
 
 class DatabaseUnavailable(Exception):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared import amqp
@@ -98,15 +97,7 @@ async def replay_dead_letters(settings: AmqpSettings, limit: int, message_id: st
                     if k not in (amqp.REASON_HEADER, amqp.ORIGIN_QUEUE_HEADER, "x-death")
                 }
                 await channel.default_exchange.publish(
-                    aio_pika.Message(
-                        body=message.body,
-                        headers=headers,
-                        content_type=message.content_type,
-                        message_id=message.message_id,
-                        correlation_id=message.correlation_id,
-                        type=message.type,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
+                    amqp.persistent_copy(message, headers),
                     routing_key=origin,
                     mandatory=True,
                 )

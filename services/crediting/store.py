@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from services.crediting.domain import Posting, Transfer, user_account
-from shared.db import Connection
+from shared.db import Connection, record_to
 
 
 @dataclass(frozen=True)
@@ -30,17 +30,8 @@ async def _load_transfer(conn: Connection, transfer_id: str) -> Transfer:
         "SELECT account, entry_kind, amount_minor FROM postings WHERE transfer_id = $1 ORDER BY id",
         transfer_id,
     )
-    return Transfer(
-        id=row["id"],
-        kind=row["kind"],
-        payment_id=row["payment_id"],
-        order_id=row["order_id"],
-        user_id=row["user_id"],
-        amount_minor=row["amount_minor"],
-        bonus_minor=row["bonus_minor"],
-        fee_minor=row["fee_minor"],
-        currency=row["currency"],
-        postings=tuple(Posting(p["account"], p["entry_kind"], p["amount_minor"]) for p in postings),
+    return record_to(
+        Transfer, row, postings=tuple(Posting(p["account"], p["entry_kind"], p["amount_minor"]) for p in postings)
     )
 
 

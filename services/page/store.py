@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.page.domain import OrderStatus, PricedTopup
-from shared.db import Connection
+from shared.db import Connection, record_to
 
 
 @dataclass(frozen=True)
@@ -29,21 +29,7 @@ class Order:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Order:
-        return cls(
-            id=row["id"],
-            user_id=row["user_id"],
-            request_hash=row["request_hash"],
-            amount_minor=row["amount_minor"],
-            bonus_minor=row["bonus_minor"],
-            fee_minor=row["fee_minor"],
-            currency=row["currency"].strip(),
-            method=row["method"],
-            integration_id=row["integration_id"],
-            status=OrderStatus(row["status"]),
-            redirect_url=row["redirect_url"],
-            balance_minor=row["balance_minor"],
-            correlation_id=row["correlation_id"],
-        )
+        return record_to(cls, row, status=OrderStatus(row["status"]))
 
 
 async def insert_or_get_order(

@@ -9,7 +9,7 @@ import asyncpg
 
 from services.payments.domain import PaymentStatus
 from services.payments.processors.base import ProcessorEvent
-from shared.db import Connection
+from shared.db import Connection, record_to
 
 
 @dataclass(frozen=True)
@@ -32,23 +32,7 @@ class Payment:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Payment:
-        return cls(
-            id=row["id"],
-            order_id=row["order_id"],
-            user_id=row["user_id"],
-            integration_id=row["integration_id"],
-            processor=row["processor"],
-            method=row["method"],
-            amount_minor=row["amount_minor"],
-            bonus_minor=row["bonus_minor"],
-            fee_minor=row["fee_minor"],
-            charge_minor=row["charge_minor"],
-            currency=row["currency"].strip(),
-            status=PaymentStatus(row["status"]),
-            processor_reference=row["processor_reference"],
-            redirect_url=row["redirect_url"],
-            correlation_id=row["correlation_id"],
-        )
+        return record_to(cls, row, status=PaymentStatus(row["status"]))
 
 
 async def insert_payment(conn: Connection, payment: Payment) -> Payment:

@@ -21,26 +21,14 @@ from shared.dead_letters import list_dead_letters, replay_dead_letters
 from shared.messages import CreditApplied, Envelope, PaymentSucceeded, envelope_for
 from shared.outbox import OutboxRelay, enqueue
 from shared.runtime import SHARED_MIGRATIONS
+from tests import factories
 from tests.harness import Stack, eventually
 
 pytestmark = [pytest.mark.broker]
 
 
 def payment_succeeded(**overrides: Any) -> PaymentSucceeded:
-    fields: dict[str, Any] = {
-        "payment_id": uuid.uuid4(),
-        "order_id": uuid.uuid4(),
-        "user_id": "u1",
-        "integration_id": "sandbox_main",
-        "processor": "sandbox",
-        "processor_reference": "sbx_1",
-        "amount_minor": 1000,
-        "bonus_minor": 0,
-        "fee_minor": 0,
-        "currency": "EUR",
-    }
-    fields.update(overrides)
-    return PaymentSucceeded(**fields)
+    return factories.payment_succeeded(**{"payment_id": uuid.uuid4(), "order_id": uuid.uuid4(), **overrides})
 
 
 @pytest_asyncio.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from typing import Any
 
 import pytest
 
@@ -18,27 +17,8 @@ from services.crediting.domain import (
     transfer_id,
     user_account,
 )
-from shared.messages import PaymentSucceeded
-
-PAYMENT_ID = uuid.UUID("11111111-1111-4111-8111-111111111111")
-ORDER_ID = uuid.UUID("22222222-2222-4222-8222-222222222222")
-
-
-def paid(**overrides: Any) -> PaymentSucceeded:
-    fields: dict[str, Any] = {
-        "payment_id": PAYMENT_ID,
-        "order_id": ORDER_ID,
-        "user_id": "user-42",
-        "integration_id": "sandbox_demo",
-        "processor": "sandbox",
-        "processor_reference": "chk_1",
-        "amount_minor": 2500,
-        "bonus_minor": 100,
-        "fee_minor": 58,
-        "currency": "EUR",
-    }
-    fields.update(overrides)
-    return PaymentSucceeded(**fields)
+from tests.factories import ORDER_ID, PAYMENT_ID
+from tests.factories import payment_succeeded as paid
 
 
 def test_account_names() -> None:
