@@ -21,7 +21,7 @@ from shared.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING, OUTBOX_PUBLISHED
 
 log = get_logger(__name__)
 
-NOTIFY_CHANNEL = "outbox"
+NOTIFY_CHANNEL = "outbox"  # notified by a trigger on insert (shared/migrations/002)
 BATCH_SIZE = 200
 IDLE_POLL_S = 1.0
 FAILURE_BACKOFF_S = 1.0
@@ -50,7 +50,6 @@ async def enqueue(
         envelope.correlation_id,
         envelope.model_dump_json().encode(),
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return envelope
 
 

@@ -30,7 +30,14 @@ FINAL_STATUSES = frozenset({domain.OrderStatus.CREDITED, domain.OrderStatus.FAIL
 def _render(settings: Settings, name: str, locale: str, status: int = 200, **context: Any) -> web.Response:
     html = TEMPLATES.get_template(name).render(t=Translator(locale), operator=settings.operator.name, **context)
     response = web.Response(text=html, status=status, content_type="text/html")
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(
+        {
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+        }
+    )
     return response
 
 

@@ -100,6 +100,8 @@ async def test_return_page_shows_live_status_then_balance(driver: Driver) -> Non
         async with browser.get(driver.stack.url("page", f"/topup?token={driver.token(user_id, 'bg-BG')}")) as launch:
             assert launch.status == 200
             assert str(launch.url) == driver.stack.url("page", "/topup")  # token gone from the address
+            assert launch.headers["Referrer-Policy"] == "no-referrer"
+            assert launch.headers["Cache-Control"] == "no-store"
             page = await launch.text()
         assert "Зареди баланса си" in page
         csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
