@@ -8,6 +8,7 @@ SECRETS := .run/secrets.env
 EVTOPUP := $(BIN)/evtopup --config $(CONFIG)
 DEMO_USER ?= demo-user-1
 N ?= 5000
+RATE ?=
 
 .PHONY: run test lint bench setup launch-url clean
 
@@ -41,7 +42,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	scripts/ensure-servers.sh
-	$(BIN)/python -m bench.topup_bench --topups $(N)
+	$(BIN)/python -m bench.topup_bench --topups $(N) $(if $(RATE),--rate $(RATE))
 
 clean:
 	rm -rf $(VENV) .run bench/results

@@ -2,11 +2,13 @@
 as real processes on the local PostgreSQL and RabbitMQ (in databases and a vhost of its own).
 
 Orders and checkouts are created first (through the page API, not timed); then every payment's
-signed success webhook is sent, ``--concurrency`` at a time, as a processor's burst would be. The
+signed success webhook is sent, ``--concurrency`` at a time, as a processor's burst would be, or at
+a steady ``--rate`` per second to see time-to-credit below saturation. The
 time-to-credit of a top-up runs from the start of its webhook request to the moment its
 ``credit.applied`` event reaches a queue the benchmark binds to the events exchange.
 
-    python -m bench.topup_bench --topups 5000
+    python -m bench.topup_bench --topups 5000            # saturation: throughput
+    python -m bench.topup_bench --topups 2000 --rate 100 # a steady load: time-to-credit
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ async def create_orders(driver: Driver, count: int, concurrency: int) -> list[st
     return await asyncio.gather(*(one(i) for i in range(count)))
 
 
-async def run(topups: int, concurrency: int) -> dict[str, Any]:
+async def run(topups: int, concurrency: int, rate_per_s: float | None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="evtopup-bench-"))
     stack: Stack = make_stack(tmp)
     # The poller has nothing to heal here; keep it out of the measurement.
@@ -97,15 +99,17 @@ async def run(topups: int, concurrency: int) -> dict[str, Any]:
             semaphore = asyncio.Semaphore(concurrency)
             url = stack.url("payments", "/webhooks/sandbox_main")
 
-            async def deliver(row: Any) -> None:
+            async def deliver(index: int, row: Any) -> None:
                 body = webhook_body(row["processor_reference"], "succeeded", row["charge_minor"], "EUR")
+                if rate_per_s is not None:
+                    await asyncio.sleep(max(0.0, started + index / rate_per_s - time.perf_counter()))
                 async with semaphore:
                     sent_at[str(row["order_id"])] = time.perf_counter()
                     status = await send_webhook(http, url, stack.webhook_secret, body)
                     assert status == 200, status
 
             started = time.perf_counter()
-            await asyncio.gather(*(deliver(row) for row in rows))
+            await asyncio.gather(*(deliver(i, row) for i, row in enumerate(rows)))
             webhooks_s = time.perf_counter() - started
             await asyncio.wait_for(all_credited.wait(), timeout=max(120, topups / 10))
             total_s = max(credited_at.values()) - started
@@ -119,6 +123,7 @@ async def run(topups: int, concurrency: int) -> dict[str, Any]:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "topups": topups,
             "concurrency": concurrency,
+            "rate_per_s": rate_per_s,
             "orders_created_per_s": round(topups / create_s, 1),
             "webhooks_accepted_per_s": round(topups / webhooks_s, 1),
             "credits_per_s": round(topups / total_s, 1),
@@ -139,9 +144,10 @@ async def run(topups: int, concurrency: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--topups", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=64, help="webhooks in flight at most")
+    parser.add_argument("--rate", type=float, help="send webhooks at this steady rate per second")
     args = parser.parse_args()
-    result = asyncio.run(run(args.topups, args.concurrency))
+    result = asyncio.run(run(args.topups, args.concurrency, args.rate))
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"topup-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

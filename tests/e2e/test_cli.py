@@ -1,0 +1,125 @@
+"""The ``evtopup`` command as a user runs it: setup again reuses what exists, a launch URL works,
+taken ports and bad configuration are one clear line, and Ctrl-C stops ``run all`` cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import aiohttp
+import pytest
+
+from tests.harness import REPO, Stack, free_ports
+
+pytestmark = [pytest.mark.e2e]
+
+
+def evtopup(stack: Stack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "--config", str(stack.config_path), *args],
+        env={**os.environ, **stack.env, **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_setup_again_reuses_what_exists(stack: Stack) -> None:
+    result = evtopup(stack, "setup")
+    assert result.returncode == 0, result.stderr
+    for service in ("page", "payments", "crediting"):
+        assert f"{service}: database present, 0 migration(s) applied" in result.stdout
+    assert "broker: topology declared" in result.stdout
+
+
+@pytest.mark.usefixtures("services")
+async def test_launch_url_opens_the_page(stack: Stack) -> None:
+    result = evtopup(stack, "launch-url", "--user", "cli-user", "--locale", "bg")
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    assert url.startswith(stack.url("page", "/topup?token="))
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser, browser.get(url) as page:
+        assert page.status == 200
+        assert "Зареди баланса си" in await page.text()
+
+
+@pytest.mark.usefixtures("services")
+def test_taken_port_is_one_clear_line(stack: Stack) -> None:
+    result = evtopup(stack, "run", "all")
+    assert result.returncode == 2
+    assert result.stderr.startswith("evtopup: error: port ")
+    assert "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"EVTOPUP__LAUNCH__SECRET": "tiny-secret-XYZ"}, "launch.secret: Value error, must be at least 32 characters"),
+        ({"EVTOPUP__SERVICES__PAGE_PORT": "seventy"}, "services.page_port:"),
+        ({"EVTOPUP__AMQP__URL": "amqp://guest:pw@127.0.0.1/x"}, "amqp.url:"),
+        ({"EVTOPUP__DATABASES__PAGE": "postgresql://postgres@127.0.0.1:1/evtopup_x"}, "is not answering"),
+    ],
+)
+def test_bad_configuration_or_unreachable_server_is_one_clear_line(
+    stack: Stack, env: dict[str, str], expected: str
+) -> None:
+    result = evtopup(stack, "migrate", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("evtopup: error: ")
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "tiny-secret-XYZ" not in result.stderr  # a secret's value is never shown
+
+
+async def test_ctrl_c_stops_run_all_cleanly(stack: Stack) -> None:
+    ports = free_ports(3)
+    env = {
+        **os.environ,
+        **stack.env,
+        "EVTOPUP__SERVICES__PAGE_PORT": str(ports[0]),
+        "EVTOPUP__SERVICES__PAYMENTS_PORT": str(ports[1]),
+        "EVTOPUP__SERVICES__CREDITING_PORT": str(ports[2]),
+        "EVTOPUP__SERVICES__PAGE_PUBLIC_URL": f"http://127.0.0.1:{ports[0]}",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "--config",
+            str(stack.config_path),
+            "run",
+            "all",
+            "--launch-url-for",
+            "cli-user",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    try:
+        assert process.stdout is not None
+        for _ in range(200):
+            line = await asyncio.to_thread(process.stdout.readline)
+            if line.startswith(f"http://127.0.0.1:{ports[0]}/topup?token="):
+                break
+        else:
+            raise AssertionError("run all never printed the launch URL")
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does
+        stdout, stderr = await asyncio.to_thread(process.communicate, timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr + stdout
+    stopping = [json.loads(line)["service"] for line in stdout.splitlines() if '"service_stopping"' in line]
+    assert sorted(stopping) == ["crediting", "page", "payments"]
