@@ -26,6 +26,7 @@ BATCH_SIZE = 200
 IDLE_POLL_S = 1.0
 FAILURE_BACKOFF_S = 1.0
 GAUGE_INTERVAL_S = 5.0
+PUBLISH_TIMEOUT_S = 30.0
 
 
 async def enqueue(
@@ -76,7 +77,9 @@ class OutboxRelay:
                 try:
                     published = await self.publish_batch()
                     await self._update_gauges()
-                except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
+                except Exception as exc:
+                    # Whatever went wrong (database, broker, a channel being restored), the relay must
+                    # outlive it: the rows stay and are published on a later round.
                     log.warning("outbox_publish_failed", error=repr(exc))
                     await asyncio.sleep(FAILURE_BACKOFF_S)
                     continue
@@ -110,6 +113,7 @@ class OutboxRelay:
                         ),
                         routing_key=row["routing_key"],
                         mandatory=True,
+                        timeout=PUBLISH_TIMEOUT_S,
                     )
                     for row in rows
                 )

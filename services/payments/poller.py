@@ -47,6 +47,6 @@ async def run_poller(
     while True:
         try:
             await poll_once(pool, adapters, older_than_s)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except Exception as exc:  # the poller must outlive any one failure; it heals what others lose
             log.warning("poller_failed", error=repr(exc))
         await asyncio.sleep(interval_s)
