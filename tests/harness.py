@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -220,7 +220,6 @@ class Driver:
 
     stack: Stack
     http: aiohttp.ClientSession
-    keys: dict[str, int] = field(default_factory=dict)
 
     def token(self, user_id: str, locale: str = "en", ttl_s: int = 600, now_s: int | None = None) -> str:
         now_s = int(time.time()) if now_s is None else now_s

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 import aiohttp
+import jwt
 import pytest
 
 from tests.harness import Driver
@@ -31,8 +33,6 @@ async def test_same_key_returns_same_topup_and_other_body_is_422(driver: Driver)
 
 
 async def test_concurrent_double_submit_makes_one_order_and_one_payment(driver: Driver) -> None:
-    import asyncio
-
     user_id, key = user(), str(uuid.uuid4())
     results = await asyncio.gather(*(driver.create_topup(user_id, {"package_id": "p10"}, key=key) for _ in range(5)))
     assert {status for status, _ in results} == {201}
@@ -81,8 +81,6 @@ async def test_missing_idempotency_key_is_400(driver: Driver) -> None:
 
 @pytest.mark.parametrize("case", ["none", "garbage", "expired", "forged", "too_long_lived"])
 async def test_unauthenticated_requests_get_401(driver: Driver, case: str) -> None:
-    import jwt
-
     now = int(time.time())
     tokens = {
         "garbage": "abc.def.ghi",
