@@ -9,6 +9,7 @@ declares both; every message is published persistent, with confirms and ``mandat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +20,7 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -120,7 +122,7 @@ def persistent_copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -
 
 async def dead_letter(channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, reason: str) -> None:
     """Publish a copy of ``message`` to the dead-letter exchange with the reason, confirmed."""
-    exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE, ensure=False)
+    exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE, ensure=True)
     headers = dict(message.headers or {})
     headers[REASON_HEADER] = reason[:500]
     headers[ORIGIN_QUEUE_HEADER] = queue
@@ -154,7 +156,9 @@ class IdempotentConsumer:
     async def start(self, connection: AbstractRobustConnection, prefetch: int) -> None:
         self._channel = await connection.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=prefetch)
-        queue = await self._channel.get_queue(self.spec.name, ensure=False)
+        # Passive: a robust channel re-declares the queue as it got it after a reconnect, and a
+        # passive declare cannot clash with the arguments the topology gave it.
+        queue = await self._channel.get_queue(self.spec.name, ensure=True)
         await queue.consume(self.on_message)
 
     def _count(self, outcome: str) -> None:
@@ -214,18 +218,41 @@ class RpcError(Exception):
 
 
 class RpcClient:
-    """Request/response over RabbitMQ direct reply-to: no reply queue to declare or clean up."""
+    """Request/response over RabbitMQ direct reply-to: no reply queue to declare or clean up.
 
-    def __init__(self, connection: AbstractRobustConnection, timeout_s: float) -> None:
-        self._connection = connection
-        self._timeout_s = timeout_s
+    It keeps a plain connection of its own and reopens it on the next call after a loss, because a
+    robust channel cannot restore a consumer on the pseudo-queue ``amq.rabbitmq.reply-to``; calls in
+    flight when the connection drops time out, and callers retry (the server side is idempotent)."""
+
+    def __init__(self, settings: AmqpSettings) -> None:
+        self._settings = settings
+        self._timeout_s = settings.rpc_timeout_s
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._lock = asyncio.Lock()
 
-    async def start(self) -> None:
-        self._channel = await self._connection.channel(publisher_confirms=True)
-        reply_queue = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
-        await reply_queue.consume(self._on_reply, no_ack=True)
+    async def _ensure_channel(self) -> AbstractChannel:
+        async with self._lock:
+            if self._channel is None or self._channel.is_closed:
+                if self._connection is None or self._connection.is_closed:
+                    self._connection = await connect(self._settings, robust=False)
+                self._channel = await self._connection.channel(publisher_confirms=True)
+                reply_queue = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+                await reply_queue.consume(self._on_reply, no_ack=True)
+            return self._channel
+
+    async def _forget_connection(self) -> None:
+        """After a failure the connection object may still look open; the next call starts afresh."""
+        async with self._lock:
+            connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         future = self._pending.pop(message.correlation_id or "", None)
@@ -237,12 +264,12 @@ class RpcClient:
             future.set_exception(RpcError("bad_reply", "reply is not JSON"))
 
     async def call(self, queue: str, request: dict[str, Any]) -> dict[str, Any]:
-        assert self._channel is not None, "start() first"
         request_id = uuid.uuid4().hex
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._channel.default_exchange.publish(
+            channel = await self._ensure_channel()
+            await channel.default_exchange.publish(
                 aio_pika.Message(
                     body=json.dumps(request).encode(),
                     content_type="application/json",
@@ -258,6 +285,9 @@ class RpcClient:
             reply = await asyncio.wait_for(future, self._timeout_s)
         except TimeoutError:
             raise RpcTimeout(f"no reply from {queue} within {self._timeout_s}s") from None
+        except (aio_pika.exceptions.AMQPError, BrokerUnavailable, OSError, RuntimeError) as exc:
+            await self._forget_connection()
+            raise RpcError("broker_unavailable", repr(exc)) from None
         finally:
             self._pending.pop(request_id, None)
         if "error" in reply:
@@ -282,7 +312,7 @@ class RpcServer:
     async def start(self, connection: AbstractRobustConnection) -> AbstractQueue:
         self._channel = await connection.channel(publisher_confirms=False)
         await self._channel.set_qos(prefetch_count=self.concurrency)
-        queue = await self._channel.get_queue(self.queue, ensure=False)
+        queue = await self._channel.get_queue(self.queue, ensure=True)  # passive, as for consumers
         await queue.consume(self._on_request)
         return queue
 
@@ -311,6 +341,8 @@ class RpcServer:
                         correlation_id=message.correlation_id,
                     ),
                     routing_key=message.reply_to,
+                    # The caller may be gone (timed out, reconnected): that is no error.
+                    mandatory=False,
                 )
             await message.ack()
         finally:

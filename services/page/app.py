@@ -11,8 +11,8 @@ NAME = "page"
 
 
 async def build(runtime: Runtime) -> None:
-    rpc = RpcClient(runtime.connection, runtime.settings.amqp.rpc_timeout_s)
-    await rpc.start()
+    rpc = RpcClient(runtime.settings.amqp)
+    runtime.on_cleanup(rpc.close)
     runtime.app[api.RPC_KEY] = rpc
     api.add_routes(runtime.app)
     pages.add_routes(runtime.app)

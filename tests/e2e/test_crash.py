@@ -1,19 +1,21 @@
-"""SIGKILL the crediting service, then the payments service, in the middle of a stream of top-ups
-(with duplicated webhooks), restart them, and check the invariants: every paid top-up credited
-exactly once, every ledger transfer balanced, nothing left in an outbox or dead-lettered."""
+"""Faults in the middle of a stream of top-ups (with duplicated webhooks): SIGKILL of the crediting
+service, then of the payments service, and a RabbitMQ restart. Afterwards the invariants must hold:
+every paid top-up credited exactly once, every ledger transfer balanced, nothing left in an outbox
+or dead-lettered."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 import aiohttp
 import pytest
 
 from shared.amqp import DEAD_LETTER_QUEUE
-from tests.harness import Driver, ServiceProcess, Stack, eventually, fetch
+from tests.harness import Driver, ServiceProcess, Stack, eventually, fetch, rabbitmqctl
 from tests.simulators.sandbox import send_webhook, webhook_body
 
 pytestmark = [pytest.mark.e2e]
@@ -38,9 +40,9 @@ async def _retrying(action, what: str, timeout_s: float = 60):  # type: ignore[n
         await asyncio.sleep(0.2)
 
 
-async def test_killing_crediting_then_payments_mid_stream_loses_and_duplicates_nothing(
-    driver: Driver, stack: Stack, services: dict[str, ServiceProcess]
-) -> None:
+async def run_stream_under_chaos(driver: Driver, stack: Stack, chaos: Callable[[], Awaitable[None]]) -> None:
+    """Drive a stream of top-ups (half with a duplicated webhook) while ``chaos`` runs, then check
+    that every paid top-up was credited exactly once and nothing was left behind."""
     rng = random.Random(SEED)
     users = [f"crash-{uuid.uuid4().hex[:8]}" for _ in range(USERS)]
     plan = [(users[i % USERS], rng.choice(["p10", "p25"]), rng.uniform(0, 8)) for i in range(TOPUPS)]
@@ -75,21 +77,8 @@ async def test_killing_crediting_then_payments_mid_stream_loses_and_duplicates_n
 
             await _retrying(resend, "resending a webhook")
 
-    async def chaos() -> None:
-        await asyncio.sleep(2)
-        services["crediting"].kill()
-        await asyncio.sleep(1.5)
-        services["crediting"].start()
-        await services["crediting"].wait_ready()
-        await asyncio.sleep(1.5)
-        services["payments"].kill()
-        await asyncio.sleep(1.5)
-        services["payments"].start()
-        await services["payments"].wait_ready()
-
     await asyncio.gather(chaos(), *(one_topup(*p) for p in plan))
     assert len(order_ids) == TOPUPS
-    assert services["crediting"].starts == services["payments"].starts == 2  # each really was killed
 
     async def all_credited() -> bool:
         rows = await fetch(
@@ -99,7 +88,7 @@ async def test_killing_crediting_then_payments_mid_stream_loses_and_duplicates_n
         )
         return rows[0]["n"] == TOPUPS
 
-    await eventually(all_credited, 120, "not every paid top-up was credited after the crashes")
+    await eventually(all_credited, 120, "not every paid top-up was credited after the faults")
 
     expected = dict.fromkeys(users, 0)
     for user_id, package, _ in plan:
@@ -138,3 +127,41 @@ async def test_killing_crediting_then_payments_mid_stream_loses_and_duplicates_n
         channel = await connection.channel()
         dead = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
         assert dead.declaration_result.message_count == 0
+
+
+async def test_killing_crediting_then_payments_mid_stream_loses_and_duplicates_nothing(
+    driver: Driver, stack: Stack, services: dict[str, ServiceProcess]
+) -> None:
+    async def chaos() -> None:
+        await asyncio.sleep(2)
+        services["crediting"].kill()
+        await asyncio.sleep(1.5)
+        services["crediting"].start()
+        await services["crediting"].wait_ready()
+        await asyncio.sleep(1.5)
+        services["payments"].kill()
+        await asyncio.sleep(1.5)
+        services["payments"].start()
+        await services["payments"].wait_ready()
+
+    starts = {name: process.starts for name, process in services.items()}
+    await run_stream_under_chaos(driver, stack, chaos)
+    assert services["crediting"].starts == starts["crediting"] + 1  # each really was killed and restarted
+    assert services["payments"].starts == starts["payments"] + 1
+
+
+async def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
+    driver: Driver, stack: Stack, services: dict[str, ServiceProcess]
+) -> None:
+    async def chaos() -> None:
+        await asyncio.sleep(3)
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        await asyncio.sleep(2)
+        await asyncio.to_thread(rabbitmqctl, "start_app")
+        await asyncio.to_thread(rabbitmqctl, "await_startup")
+
+    await run_stream_under_chaos(driver, stack, chaos)
+    # The services reconnected by themselves: none was restarted, all are ready again.
+    for process in services.values():
+        assert process.proc is not None and process.proc.poll() is None
+        await process.wait_ready()

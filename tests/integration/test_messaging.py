@@ -202,7 +202,7 @@ async def test_outbox_publishes_committed_events_only_and_inbox_applies_each_onc
     await queue.delete(if_unused=False, if_empty=False)
 
 
-async def test_rpc_round_trip_errors_and_timeout(broker: AbstractRobustConnection) -> None:
+async def test_rpc_round_trip_errors_and_timeout(stack: Stack, broker: AbstractRobustConnection) -> None:
     channel = await broker.channel()
     queue_name = f"test.rpc.{uuid.uuid4().hex[:6]}"
     await channel.declare_queue(queue_name, durable=True)
@@ -215,8 +215,7 @@ async def test_rpc_round_trip_errors_and_timeout(broker: AbstractRobustConnectio
         return {"echo": request["value"]}
 
     await amqp.RpcServer(queue_name, handler).start(broker)
-    client = amqp.RpcClient(broker, timeout_s=1)
-    await client.start()
+    client = amqp.RpcClient(stack.settings.amqp.model_copy(update={"rpc_timeout_s": 1}))
     replies = await asyncio.gather(*(client.call(queue_name, {"value": i}) for i in range(20)))
     assert [r["echo"] for r in replies] == list(range(20))
     with pytest.raises(amqp.RpcError) as error:
@@ -224,6 +223,11 @@ async def test_rpc_round_trip_errors_and_timeout(broker: AbstractRobustConnectio
     assert error.value.code == "nope"
     with pytest.raises(amqp.RpcTimeout):
         await client.call(queue_name, {"op": "slow", "value": 0})
+    # A lost connection is reopened by the next call.
+    assert client._connection is not None
+    await client._connection.close()
+    assert (await client.call(queue_name, {"value": 7}))["echo"] == 7
+    await client.close()
     await channel.queue_delete(queue_name)
 
 
