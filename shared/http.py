@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -82,6 +83,10 @@ def service_middleware(service: str) -> Middleware:
                 if exc.status < 400:
                     raise
                 response = problem_response(Problem(exc.status, exc.reason))
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError):
+                # The database is restarting or out of reach: a retry will do, and should.
+                log.warning("dependency_unavailable", path=request.path, method=request.method, exc_info=True)
+                response = problem_response(Problem(503, "Service temporarily unavailable", "try again shortly"))
             except Exception:
                 # Never a traceback to the client; the log has it.
                 log.exception("unhandled_error", path=request.path, method=request.method)

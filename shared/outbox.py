@@ -55,26 +55,26 @@ async def enqueue(
 
 
 class OutboxRelay:
-    def __init__(self, service: str, pool: asyncpg.Pool, exchange: AbstractExchange) -> None:
+    def __init__(self, service: str, dsn: str, pool: asyncpg.Pool, exchange: AbstractExchange) -> None:
         self.service = service
+        self.dsn = dsn
         self.pool = pool
         self.exchange = exchange
         self._wake = asyncio.Event()
         self._gauges_at = 0.0
 
     async def run(self) -> None:
-        listener = await self.pool.acquire()
-
-        def wake(*_: object) -> None:
-            self._wake.set()
-
-        await listener.add_listener(NOTIFY_CHANNEL, wake)
+        # A connection of its own for LISTEN (not from the pool: it lives as long as the relay),
+        # opened again whenever the database dropped it.
+        listener: asyncpg.Connection | None = None
         try:
             while True:
                 # Cleared before the batch, not after: a commit notified during the batch must still
                 # wake the next round instead of waiting out the idle poll.
                 self._wake.clear()
                 try:
+                    if listener is None or listener.is_closed():
+                        listener = await self._listen()
                     published = await self.publish_batch()
                     await self._update_gauges()
                 except Exception as exc:
@@ -87,8 +87,14 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
         finally:
-            await listener.remove_listener(NOTIFY_CHANNEL, wake)
-            await self.pool.release(listener)
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close(timeout=5)
+
+    async def _listen(self) -> asyncpg.Connection:
+        connection: asyncpg.Connection = await asyncpg.connect(self.dsn, timeout=10)
+        await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        return connection
 
     async def publish_batch(self) -> int:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -62,7 +62,7 @@ class Runtime:
         self.connection = await amqp.connect(self.settings.amqp)
         channel = await self.connection.channel(publisher_confirms=True)
         self.exchange = await amqp.declare_topology(channel, self.settings.amqp.delivery_limit)
-        self.spawn(OutboxRelay(self.name, self.pool, self.exchange).run())
+        self.spawn(OutboxRelay(self.name, service_dsn(self.settings, self.name), self.pool, self.exchange).run())
         self.app[POOL_KEY] = self.pool
         self.app[SETTINGS_KEY] = self.settings
         add_health_routes(self.app, [self._database_ready, self._broker_ready])

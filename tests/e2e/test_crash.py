@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -162,6 +163,26 @@ async def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
 
     await run_stream_under_chaos(driver, stack, chaos)
     # The services reconnected by themselves: none was restarted, all are ready again.
+    for process in services.values():
+        assert process.proc is not None and process.proc.poll() is None
+        await process.wait_ready()
+
+
+async def test_postgres_restart_mid_stream_loses_and_duplicates_nothing(
+    driver: Driver, stack: Stack, services: dict[str, ServiceProcess]
+) -> None:
+    version = (await asyncio.to_thread(subprocess.check_output, ["ls", "/etc/postgresql"], text=True)).split()[0]
+
+    async def chaos() -> None:
+        await asyncio.sleep(3)
+        await asyncio.to_thread(
+            subprocess.run,
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+            check=True,
+            timeout=60,
+        )
+
+    await run_stream_under_chaos(driver, stack, chaos)
     for process in services.values():
         assert process.proc is not None and process.proc.poll() is None
         await process.wait_ready()

@@ -181,7 +181,7 @@ async def test_outbox_publishes_committed_events_only_and_inbox_applies_each_onc
     )
     await consumer.start(broker, prefetch=10)
     exchange = await channel.get_exchange(amqp.EVENTS_EXCHANGE)
-    relay = OutboxRelay("test", scratch_pool, exchange)
+    relay = OutboxRelay("test", "postgresql://unused", scratch_pool, exchange)  # publish_batch only
     assert await relay.publish_batch() == 1
     assert await relay.publish_batch() == 0
     assert await scratch_pool.fetchval("SELECT count(*) FROM outbox") == 0
