@@ -198,13 +198,6 @@ class Settings(_Section):
             raise ValueError(f"exactly one active production integration is required, found {active_production}")
         return self
 
-    def integration_for_user(self, user_id: str) -> str:
-        """Test integrations serve only their allow-listed users; everyone else gets production."""
-        for integration_id, integration in self.integrations.items():
-            if integration.environment == "test" and integration.active and user_id in integration.test_users:
-                return integration_id
-        return next(i for i, s in self.integrations.items() if s.environment == "production" and s.active)
-
 
 def _refuse_literal_secrets(node: dict[str, Any], path: str) -> None:
     for key, value in node.items():

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.money import MoneyError, basis_points, currency_exponent, require_minor
-from shared.settings import AmountSettings, IntegrationSettings
+from shared.settings import AmountSettings, IntegrationSettings, Settings
 
 ALLOWED_FIELDS = frozenset({"package_id", "amount_minor", "method"})
 
@@ -37,6 +37,15 @@ class PricedTopup:
     @property
     def charge_minor(self) -> int:
         return self.amount_minor + self.fee_minor
+
+
+def integration_for_user(settings: Settings, user_id: str) -> str:
+    """Test integrations serve only their allow-listed users; everyone else gets the active
+    production integration (the settings guarantee there is exactly one)."""
+    for integration_id, integration in settings.integrations.items():
+        if integration.environment == "test" and integration.active and user_id in integration.test_users:
+            return integration_id
+    return next(i for i, s in settings.integrations.items() if s.environment == "production" and s.active)
 
 
 def method_fee(integration: IntegrationSettings, method: str, amount_minor: int) -> int:

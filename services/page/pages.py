@@ -47,7 +47,7 @@ def _message(settings: Settings, status: int, key: str) -> web.Response:
 
 
 def _form_page(settings: Settings, session: Session, status: int = 200, error: str | None = None) -> web.Response:
-    integration = settings.integrations[settings.integration_for_user(session.user_id)]
+    integration = settings.integrations[domain.integration_for_user(settings, session.user_id)]
     t = Translator(session.locale)
     methods = []
     for method in integration.methods:

@@ -37,7 +37,7 @@ async def create_topup(
 ) -> store.Order:
     """Create the order (or find the one this key made) and make sure it has a checkout. A retry with
     the same key after any failure resumes the same order; the checkout RPC is idempotent on it."""
-    integration_id = settings.integration_for_user(user_id)
+    integration_id = domain.integration_for_user(settings, user_id)
     try:
         priced = domain.price_topup(
             body, settings.amounts, settings.integrations[integration_id], settings.operator.currency

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from services.page.domain import integration_for_user
 from shared.settings import ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -465,24 +466,24 @@ def settings_with_test_integration(tmp_path: Path, **env: str) -> Settings:
 
 def test_allow_listed_users_get_the_test_integration(tmp_path: Path) -> None:
     settings = settings_with_test_integration(tmp_path)
-    assert settings.integration_for_user("tester-1") == "sandbox_test"
-    assert settings.integration_for_user("tester-2") == "sandbox_test"
+    assert integration_for_user(settings, "tester-1") == "sandbox_test"
+    assert integration_for_user(settings, "tester-2") == "sandbox_test"
 
 
 @pytest.mark.parametrize("user_id", ["driver-1", "TESTER-1", "tester-", "", "tester-1 "])
 def test_everyone_else_gets_production(tmp_path: Path, user_id: str) -> None:
     settings = settings_with_test_integration(tmp_path)
-    assert settings.integration_for_user(user_id) == "sandbox_demo"
+    assert integration_for_user(settings, user_id) == "sandbox_demo"
 
 
 def test_inactive_test_integration_serves_nobody(tmp_path: Path) -> None:
     settings = settings_with_test_integration(tmp_path, EVTOPUP__INTEGRATIONS__SANDBOX_TEST__ACTIVE="false")
-    assert settings.integration_for_user("tester-1") == "sandbox_demo"
+    assert integration_for_user(settings, "tester-1") == "sandbox_demo"
 
 
 def test_production_integration_test_users_are_not_special(tmp_path: Path) -> None:
     settings = load(tmp_path, env={"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__TEST_USERS": '["tester-1"]'})
-    assert settings.integration_for_user("tester-1") == "sandbox_demo"
+    assert integration_for_user(settings, "tester-1") == "sandbox_demo"
 
 
 def test_production_is_the_active_one(tmp_path: Path) -> None:
@@ -496,7 +497,7 @@ def test_production_is_the_active_one(tmp_path: Path) -> None:
         "EVTOPUP__INTEGRATIONS__SANDBOX_NEW__WEBHOOK_SECRET": "second-integration-webhook-secret",
     }
     before = load(tmp_path, text=DEMO_TOML + second, env=env)
-    assert before.integration_for_user("driver-1") == "sandbox_demo"
+    assert integration_for_user(before, "driver-1") == "sandbox_demo"
     # Swapping the processor is a config change: the other production integration becomes active.
     after = load(
         tmp_path,
@@ -507,4 +508,4 @@ def test_production_is_the_active_one(tmp_path: Path) -> None:
             "EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__ACTIVE": "false",
         },
     )
-    assert after.integration_for_user("driver-1") == "sandbox_new"
+    assert integration_for_user(after, "driver-1") == "sandbox_new"
