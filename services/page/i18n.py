@@ -4,7 +4,9 @@ grows past a handful of languages."""
 
 from __future__ import annotations
 
-from babel.numbers import format_currency
+from decimal import Decimal
+
+from babel.numbers import format_currency, format_percent
 
 from shared.money import to_major
 
@@ -16,6 +18,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "custom_amount": "Or enter an amount ({min} – {max})",
         "method": "Pay with",
         "fee": "fee {fee}",
+        "method_card": "Card",
+        "method_wallet": "E-wallet",
         "pay": "Continue to payment",
         "status_pending": "Waiting for your payment…",
         "status_paid": "Payment received. Adding it to your balance…",
@@ -35,6 +39,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "custom_amount": "Или въведете сума ({min} – {max})",
         "method": "Плащане с",
         "fee": "такса {fee}",
+        "method_card": "Карта",
+        "method_wallet": "Електронен портфейл",
         "pay": "Към плащането",
         "status_pending": "Очакваме плащането ви…",
         "status_paid": "Плащането е получено. Добавяме го към баланса ви…",
@@ -67,6 +73,15 @@ class Translator:
 
     def __call__(self, key: str, **values: str) -> str:
         return self._messages.get(key, MESSAGES["en"][key]).format(**values)
+
+    def method(self, method: str) -> str:
+        """A payment method's name; a method without a translation shows as configured."""
+        key = f"method_{method}"
+        return self._messages.get(key, MESSAGES["en"].get(key, method))
+
+    def percent(self, rate_bp: int) -> str:
+        formatted: str = format_percent(Decimal(rate_bp) / 10_000, "#,##0.##%", locale=self.locale.replace("-", "_"))
+        return formatted
 
     def money(self, amount_minor: int, currency: str) -> str:
         formatted: str = format_currency(

@@ -55,9 +55,9 @@ def _form_page(settings: Settings, session: Session, status: int = 200, error: s
         fee_text = None
         if fee is not None and (fee.fixed_minor or fee.rate_bp):
             parts = [t.money(fee.fixed_minor, settings.operator.currency)] if fee.fixed_minor else []
-            parts += [f"{fee.rate_bp / 100:g} %"] if fee.rate_bp else []
+            parts += [t.percent(fee.rate_bp)] if fee.rate_bp else []
             fee_text = t("fee", fee=" + ".join(parts))
-        methods.append({"id": method, "fee": fee_text})
+        methods.append({"id": method, "label": t.method(method), "fee": fee_text})
     return _render(
         settings,
         "topup.html",
