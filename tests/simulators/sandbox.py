@@ -47,3 +47,27 @@ async def send_webhook(
     async with http.post(url, data=body, headers=headers) as response:
         await response.read()
         return response.status
+
+
+class SandboxSimulator:
+    """The sandbox as the adapter conformance tests see it: signed webhooks in its wire format, and a
+    way to make the processor itself consider a checkout paid or declined."""
+
+    processor = "sandbox"
+    signature_header_name = "Sandbox-Signature"
+
+    def __init__(self, webhook_secret: str, http: aiohttp.ClientSession) -> None:
+        self.webhook_secret = webhook_secret
+        self.http = http
+
+    def signed_webhook(
+        self, reference: str, status: str, amount_minor: int, currency: str, *, age_s: int = 0
+    ) -> tuple[dict[str, str], bytes]:
+        body = webhook_body(reference, status, amount_minor, currency)
+        header = signature_header(self.webhook_secret, body, int(time.time()) - age_s)
+        return {self.signature_header_name: header, "Content-Type": "application/json"}, body
+
+    async def settle(self, redirect_url: str, outcome: str) -> None:
+        """The driver pays (or declines) on the processor's hosted page."""
+        async with self.http.post(redirect_url, data={"outcome": outcome}, allow_redirects=False) as response:
+            assert response.status == 303, await response.text()

@@ -1,0 +1,136 @@
+"""The contract every processor adapter keeps, run against each one with its simulator. A new
+processor adds its adapter and a simulator to ``CASES``; these tests then hold it to the same rules.
+
+Webhook checks are pure (raw bytes in, normalized events out); checkout creation and polling talk
+to the processor, which for the sandbox is the running payments service."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from services.payments.processors import ADAPTERS
+from services.payments.processors.base import (
+    CheckoutRequest,
+    EventKind,
+    InvalidSignature,
+    MalformedWebhook,
+    ProcessorAdapter,
+)
+from tests.harness import Stack
+from tests.simulators.sandbox import SandboxSimulator
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("services")]
+
+
+@dataclass(frozen=True)
+class Case:
+    integration_id: str
+    simulator: Callable[[Stack, aiohttp.ClientSession], Any]
+
+
+CASES: dict[str, Case] = {
+    "sandbox": Case(
+        "sandbox_main",
+        lambda stack, http: SandboxSimulator(stack.webhook_secret, http),
+    ),
+}
+
+
+def test_every_registered_processor_has_a_conformance_case() -> None:
+    assert set(ADAPTERS) == set(CASES)
+
+
+@dataclass
+class Subject:
+    adapter: ProcessorAdapter
+    simulator: Any
+
+
+@pytest_asyncio.fixture(params=sorted(CASES))
+async def subject(request: pytest.FixtureRequest, stack: Stack) -> AsyncIterator[Subject]:
+    case = CASES[request.param]
+    async with aiohttp.ClientSession() as http:
+        integration = stack.settings.integrations[case.integration_id]
+        adapter = ADAPTERS[request.param](case.integration_id, integration, stack.settings.services, http)
+        yield Subject(adapter, case.simulator(stack, http))
+
+
+def checkout_request(amount_minor: int = 1234) -> CheckoutRequest:
+    return CheckoutRequest(
+        payment_id=uuid.uuid4(),
+        order_id=uuid.uuid4(),
+        amount_minor=amount_minor,
+        currency="EUR",
+        method="card",
+        return_url="http://127.0.0.1/return",
+        description="conformance",
+    )
+
+
+def test_a_signed_webhook_verifies_and_normalizes_to_minor_units(subject: Subject) -> None:
+    headers, body = subject.simulator.signed_webhook("ref-1", "succeeded", 1234, "EUR")
+    subject.adapter.verify_webhook(headers, body, time.time())
+    [event] = subject.adapter.parse_webhook(headers, body)
+    assert event.kind is EventKind.SUCCEEDED
+    assert event.processor_reference == "ref-1"
+    assert (event.amount_minor, event.currency) == (1234, "EUR")
+    assert isinstance(event.amount_minor, int) and event.event_id
+
+
+def test_each_delivery_of_a_new_event_has_its_own_id_and_a_redelivery_keeps_it(subject: Subject) -> None:
+    headers, body = subject.simulator.signed_webhook("ref-2", "failed", 500, "EUR")
+    first = subject.adapter.parse_webhook(headers, body)
+    again = subject.adapter.parse_webhook(headers, body)
+    other = subject.adapter.parse_webhook(*subject.simulator.signed_webhook("ref-2", "failed", 500, "EUR"))
+    assert first[0].event_id == again[0].event_id != other[0].event_id
+    assert first[0].kind is EventKind.FAILED
+
+
+@pytest.mark.parametrize("fault", ["tampered_body", "no_signature", "stale", "wrong_secret"])
+def test_an_unverifiable_webhook_is_refused(subject: Subject, fault: str) -> None:
+    headers, body = subject.simulator.signed_webhook("ref-3", "succeeded", 1234, "EUR", age_s=3600 * (fault == "stale"))
+    if fault == "tampered_body":
+        body = body.replace(b"1234", b"9234")
+    elif fault == "no_signature":
+        headers = {"Content-Type": "application/json"}
+    elif fault == "wrong_secret":
+        subject.simulator.webhook_secret = "not-the-secret-at-all"
+        headers, body = subject.simulator.signed_webhook("ref-3", "succeeded", 1234, "EUR")
+    with pytest.raises(InvalidSignature):
+        subject.adapter.verify_webhook(headers, body, time.time())
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"id": 1}'])
+def test_an_unreadable_webhook_is_malformed_not_a_crash(subject: Subject, body: bytes) -> None:
+    with pytest.raises(MalformedWebhook):
+        subject.adapter.parse_webhook({}, body)
+
+
+async def test_checkout_creation_is_idempotent_on_the_payment_id(subject: Subject) -> None:
+    request = checkout_request()
+    first = await subject.adapter.create_checkout(request)
+    again = await subject.adapter.create_checkout(request)
+    other = await subject.adapter.create_checkout(checkout_request())
+    assert first == again
+    assert other.processor_reference != first.processor_reference
+    assert first.redirect_url.startswith("http")
+
+
+async def test_polling_reports_pending_then_the_outcome(subject: Subject) -> None:
+    for outcome, kind in (("succeeded", EventKind.SUCCEEDED), ("failed", EventKind.FAILED)):
+        checkout = await subject.adapter.create_checkout(checkout_request(4321))
+        pending = await subject.adapter.fetch_status(checkout.processor_reference)
+        assert pending.kind is EventKind.PENDING
+        await subject.simulator.settle(checkout.redirect_url, outcome)
+        settled = await subject.adapter.fetch_status(checkout.processor_reference)
+        assert settled.kind is kind
+        assert (settled.amount_minor, settled.currency) == (4321, "EUR")
+        assert settled.processor_reference == checkout.processor_reference
