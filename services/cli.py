@@ -45,7 +45,7 @@ async def setup(settings: Settings) -> None:
         created = await db.ensure_database(dsn)
         applied = await db.migrate(dsn, migration_components(service))
         print(f"{service}: database {'created' if created else 'present'}, {len(applied)} migration(s) applied")
-    connection = await amqp.connect(settings.amqp, robust=False)
+    connection = await amqp.connect(settings.amqp)
     try:
         channel = await connection.channel()
         await amqp.declare_topology(channel, settings.amqp.delivery_limit)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,14 +71,24 @@ def _where(settings: AmqpSettings) -> str:
     return f"{url.host}:{url.port}{url.path}"
 
 
-async def connect(settings: AmqpSettings, *, robust: bool = True) -> AbstractRobustConnection:
+@contextlib.contextmanager
+def _broker_unavailable_as_error(settings: AmqpSettings) -> Iterator[None]:
     try:
-        if robust:
-            return await aio_pika.connect_robust(_url(settings), timeout=10)
-        connection = await aio_pika.connect(_url(settings), timeout=10)
-        return connection  # type: ignore[return-value]
+        yield
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
         raise BrokerUnavailable(f"RabbitMQ at {_where(settings)} is not answering: {exc!r}") from None
+
+
+async def connect(settings: AmqpSettings) -> AbstractConnection:
+    """A plain connection, for short jobs (setup, dead-letter tools) and for the RPC client."""
+    with _broker_unavailable_as_error(settings):
+        return await aio_pika.connect(_url(settings), timeout=10)
+
+
+async def connect_robust(settings: AmqpSettings) -> AbstractRobustConnection:
+    """A connection that reconnects and restores its channels, consumers and topology: for services."""
+    with _broker_unavailable_as_error(settings):
+        return await aio_pika.connect_robust(_url(settings), timeout=10)
 
 
 def quorum_arguments(delivery_limit: int) -> dict[str, Any]:
@@ -236,7 +246,7 @@ class RpcClient:
         async with self._lock:
             if self._channel is None or self._channel.is_closed:
                 if self._connection is None or self._connection.is_closed:
-                    self._connection = await connect(self._settings, robust=False)
+                    self._connection = await connect(self._settings)
                 self._channel = await self._connection.channel(publisher_confirms=True)
                 reply_queue = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
                 await reply_queue.consume(self._on_reply, no_ack=True)

@@ -52,7 +52,7 @@ def _describe(message: AbstractIncomingMessage) -> DeadLetter:
 
 async def list_dead_letters(settings: AmqpSettings, limit: int) -> list[DeadLetter]:
     """Up to ``limit`` dead letters; all stay in the queue."""
-    connection = await amqp.connect(settings, robust=False)
+    connection = await amqp.connect(settings)
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(amqp.DEAD_LETTER_QUEUE)
@@ -73,7 +73,7 @@ async def replay_dead_letters(settings: AmqpSettings, limit: int, message_id: st
     """Send up to ``limit`` dead letters (or just ``message_id``) back to the queue that gave up on
     them, and only that queue (other consumers of the same event already have it); each is removed
     from the dead-letter queue only after the broker confirmed its replay."""
-    connection = await amqp.connect(settings, robust=False)
+    connection = await amqp.connect(settings)
     replayed = 0
     async with connection:
         channel = await connection.channel(publisher_confirms=True)

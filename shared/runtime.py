@@ -59,7 +59,7 @@ class Runtime:
     async def start(self) -> None:
         await db.migrate(service_dsn(self.settings, self.name), migration_components(self.name))
         self.pool = await db.create_pool(service_dsn(self.settings, self.name), self.settings.databases.pool_max_size)
-        self.connection = await amqp.connect(self.settings.amqp)
+        self.connection = await amqp.connect_robust(self.settings.amqp)
         channel = await self.connection.channel(publisher_confirms=True)
         self.exchange = await amqp.declare_topology(channel, self.settings.amqp.delivery_limit)
         self.spawn(OutboxRelay(self.name, service_dsn(self.settings, self.name), self.pool, self.exchange).run())

@@ -34,6 +34,18 @@ def webhook_url(stack: Stack) -> str:
     return stack.url("payments", "/webhooks/sandbox_main")
 
 
+async def processor_says(driver: Driver, order_id: str, status: str, amount_delta_minor: int = 0) -> int:
+    """The processor's signed webhook about this order's payment; returns our HTTP status."""
+    reference, charge_minor = await sandbox_reference(driver.stack, order_id)
+    body = webhook_body(reference, status, charge_minor + amount_delta_minor, "EUR")
+    return await send_webhook(driver.http, webhook_url(driver.stack), driver.stack.webhook_secret, body)
+
+
+async def payment_status(stack: Stack, order_id: str) -> str:
+    rows = await fetch(stack.dsn("payments"), "SELECT status FROM payments WHERE order_id = $1", uuid.UUID(order_id))
+    return str(rows[0]["status"])
+
+
 async def transfers_for(stack: Stack, order_id: str) -> int:
     rows = await fetch(
         stack.dsn("crediting"), "SELECT count(*) AS n FROM transfers WHERE order_id = $1", uuid.UUID(order_id)
@@ -155,46 +167,31 @@ async def test_same_webhook_five_times_and_concurrently_credits_once(driver: Dri
 
 
 async def test_reordered_failure_after_success_never_moves_back(driver: Driver) -> None:
-    stack = driver.stack
     user_id = user()
     _, order = await driver.create_topup(user_id, {"package_id": "p10"})
-    reference, charge_minor = await sandbox_reference(stack, order["id"])
-    success = webhook_body(reference, "succeeded", charge_minor, "EUR")
-    failure = webhook_body(reference, "failed", charge_minor, "EUR")
-    assert await send_webhook(driver.http, webhook_url(stack), stack.webhook_secret, success) == 200
-    assert await send_webhook(driver.http, webhook_url(stack), stack.webhook_secret, failure) == 200
+    assert await processor_says(driver, order["id"], "succeeded") == 200
+    assert await processor_says(driver, order["id"], "failed") == 200
     await driver.wait_status(user_id, order["id"], "credited")
-    rows = await fetch(stack.dsn("payments"), "SELECT status FROM payments WHERE order_id = $1", uuid.UUID(order["id"]))
-    assert rows[0]["status"] == "succeeded"
+    assert await payment_status(driver.stack, order["id"]) == "succeeded"
     assert await driver.balance(user_id) == 1000
 
 
 async def test_late_success_after_failure_is_credited(driver: Driver) -> None:
-    stack = driver.stack
     user_id = user()
     _, order = await driver.create_topup(user_id, {"package_id": "p10"})
-    reference, charge_minor = await sandbox_reference(stack, order["id"])
-    await send_webhook(
-        driver.http, webhook_url(stack), stack.webhook_secret, webhook_body(reference, "failed", charge_minor, "EUR")
-    )
+    assert await processor_says(driver, order["id"], "failed") == 200
     await driver.wait_status(user_id, order["id"], "failed")
-    await send_webhook(
-        driver.http, webhook_url(stack), stack.webhook_secret, webhook_body(reference, "succeeded", charge_minor, "EUR")
-    )
+    assert await processor_says(driver, order["id"], "succeeded") == 200
     await driver.wait_status(user_id, order["id"], "credited")
     assert await driver.balance(user_id) == 1000
 
 
 async def test_success_for_a_different_amount_is_held_for_review_not_credited(driver: Driver) -> None:
-    stack = driver.stack
     user_id = user()
     _, order = await driver.create_topup(user_id, {"package_id": "p10"})
-    reference, charge_minor = await sandbox_reference(stack, order["id"])
-    body = webhook_body(reference, "succeeded", charge_minor - 1, "EUR")
-    assert await send_webhook(driver.http, webhook_url(stack), stack.webhook_secret, body) == 200
+    assert await processor_says(driver, order["id"], "succeeded", amount_delta_minor=-1) == 200
     await driver.wait_status(user_id, order["id"], "failed")
-    rows = await fetch(stack.dsn("payments"), "SELECT status FROM payments WHERE order_id = $1", uuid.UUID(order["id"]))
-    assert rows[0]["status"] == "needs_review"
+    assert await payment_status(driver.stack, order["id"]) == "needs_review"
     assert await driver.balance(user_id) == 0
 
 

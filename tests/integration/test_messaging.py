@@ -33,7 +33,7 @@ def payment_succeeded(**overrides: Any) -> PaymentSucceeded:
 
 @pytest_asyncio.fixture
 async def broker(stack: Stack) -> AsyncIterator[AbstractRobustConnection]:
-    connection = await amqp.connect(stack.settings.amqp)
+    connection = await amqp.connect_robust(stack.settings.amqp)
     async with connection:
         yield connection
 
