@@ -59,7 +59,8 @@ async def run(topups: int, concurrency: int, rate_per_s: float | None) -> dict[s
     tmp = Path(tempfile.mkdtemp(prefix="evtopup-bench-"))
     stack: Stack = make_stack(tmp)
     # The poller has nothing to heal here; keep it out of the measurement.
-    stack.env["EVTOPUP__SERVICES__POLL_AFTER_S"] = "3600"
+    stack.env["EVTOPUP__PAYMENTS__POLL_AFTER_S"] = "3600"
+    stack.env["EVTOPUP__PAYMENTS__SWEEP_AFTER_S"] = "3600"
     rabbitmqctl("add_vhost", stack.vhost)
     processes = {name: ServiceProcess(name, stack) for name in SERVICES}
     try:

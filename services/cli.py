@@ -22,7 +22,7 @@ from services.payments import app as payments_app
 from shared import amqp, db
 from shared.dead_letters import list_dead_letters, replay_dead_letters
 from shared.http import PortInUse
-from shared.runtime import Build, migration_components, serve, service_dsn, service_port
+from shared.runtime import Build, internal_port, migration_components, serve, service_dsn, service_port
 from shared.settings import ConfigError, Settings, load_settings
 
 SERVICES: dict[str, Build] = {
@@ -73,16 +73,19 @@ def launch_url(settings: Settings, user_id: str, locale: str | None, ttl_s: int)
 
 def _check_ports_free(settings: Settings, services: Sequence[str]) -> None:
     for service in services:
-        port = service_port(settings, service)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((settings.services.host, port))
-            except OSError:
-                raise CliError(
-                    f"port {port} ({service}) on {settings.services.host} is already in use: "
-                    f"stop what holds it or set EVTOPUP__SERVICES__{service.upper()}_PORT"
-                ) from None
+        for host, port, key in (
+            (settings.services.host, service_port(settings, service), f"{service}_port"),
+            (settings.services.internal_host, internal_port(settings, service), f"{service}_internal_port"),
+        ):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    raise CliError(
+                        f"port {port} ({service}) on {host} is already in use: "
+                        f"stop what holds it or set EVTOPUP__SERVICES__{key.upper()}"
+                    ) from None
 
 
 def _wait_ready(settings: Settings, timeout_s: float) -> bool:
@@ -90,7 +93,7 @@ def _wait_ready(settings: Settings, timeout_s: float) -> bool:
     pending = set(SERVICES)
     while pending and time.monotonic() < deadline:
         for service in list(pending):
-            url = f"http://{settings.services.host}:{service_port(settings, service)}/readyz"
+            url = f"http://{settings.services.internal_host}:{internal_port(settings, service)}/readyz"
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
                     pending.discard(service)

@@ -29,7 +29,7 @@ from aio_pika.abc import (
 from yarl import URL
 
 from shared.db import Connection
-from shared.logging import correlation_id_var, get_logger, new_correlation_id
+from shared.logging import accept_correlation_id, correlation_id_var, get_logger
 from shared.messages import BadMessage, Contract, Envelope, decode
 from shared.metrics import MESSAGES_PROCESSED
 from shared.settings import AmqpSettings
@@ -175,7 +175,7 @@ class IdempotentConsumer:
         MESSAGES_PROCESSED.labels(self.service, self.spec.name, outcome).inc()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
-        token = correlation_id_var.set(message.correlation_id or new_correlation_id())
+        token = correlation_id_var.set(accept_correlation_id(message.correlation_id))
         try:
             await self._process(message)
         finally:
@@ -329,7 +329,7 @@ class RpcServer:
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
         assert self._channel is not None
         headers = message.headers or {}
-        token = correlation_id_var.set(str(headers.get("x-correlation-id") or new_correlation_id()))
+        token = correlation_id_var.set(accept_correlation_id(headers.get("x-correlation-id")))
         try:
             try:
                 request = json.loads(message.body)

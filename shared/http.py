@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.logging import CORRELATION_HEADER, correlation_id_var, get_logger, new_correlation_id
+from shared.logging import CORRELATION_HEADER, accept_correlation_id, correlation_id_var, get_logger
 from shared.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 log = get_logger(__name__)
@@ -70,8 +70,7 @@ def _route_name(request: web.Request) -> str:
 def service_middleware(service: str) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        correlation_id = request.headers.get(CORRELATION_HEADER) or new_correlation_id()
-        token = correlation_id_var.set(correlation_id[:64])
+        token = correlation_id_var.set(accept_correlation_id(request.headers.get(CORRELATION_HEADER)))
         started = time.perf_counter()
         status = 500
         try:

@@ -4,6 +4,7 @@ HTTP requests and messages of all three services."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import uuid
 from contextvars import ContextVar
@@ -14,6 +15,10 @@ import structlog
 correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
 CORRELATION_HEADER = "X-Correlation-Id"
+# A correlation id travels in AMQP properties (255 bytes at most) and log lines: only a short id of
+# a safe alphabet is taken from outside, anything else is replaced by a new one.
+CORRELATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+_CORRELATION_ID = re.compile(CORRELATION_ID_PATTERN)
 
 
 def _add_correlation_id(
@@ -45,6 +50,13 @@ def configure_logging(service: str, level: str = "info") -> None:
 
 def new_correlation_id() -> str:
     return uuid.uuid4().hex
+
+
+def accept_correlation_id(value: object) -> str:
+    """``value`` if it is a safe correlation id (ASCII, short), else a new one."""
+    if isinstance(value, str) and _CORRELATION_ID.fullmatch(value):
+        return value
+    return new_correlation_id()
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -10,6 +10,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from shared.logging import CORRELATION_ID_PATTERN
+
 
 class BadMessage(Exception):
     """A message that can never be processed: dead-lettered with this reason."""
@@ -71,7 +73,7 @@ class Envelope(BaseModel):
     type: str
     version: int
     occurred_at: datetime
-    correlation_id: str
+    correlation_id: str = Field(pattern=CORRELATION_ID_PATTERN)
     causation_id: uuid.UUID | None = None
     producer: str
     data: dict[str, Any]

@@ -39,6 +39,12 @@ def service_port(settings: Settings, service: str) -> int:
     return port
 
 
+def internal_port(settings: Settings, service: str) -> int:
+    """Where the service's /healthz, /readyz and /metrics are served (never exposed publicly)."""
+    port: int = getattr(settings.services, f"{service}_internal_port")
+    return port
+
+
 def migration_components(service: str) -> dict[str, Path]:
     return {"shared": SHARED_MIGRATIONS, service: SERVICES_DIR / service / "migrations"}
 
@@ -53,6 +59,7 @@ class Runtime:
         self.connection: AbstractRobustConnection
         self.exchange: AbstractExchange
         self.app = web.Application(middlewares=[service_middleware(name)], client_max_size=1024**2)
+        self.internal_app = web.Application(middlewares=[service_middleware(name)])
         self._tasks: list[asyncio.Task[None]] = []
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
 
@@ -65,7 +72,7 @@ class Runtime:
         self.spawn(OutboxRelay(self.name, service_dsn(self.settings, self.name), self.pool, self.exchange).run())
         self.app[POOL_KEY] = self.pool
         self.app[SETTINGS_KEY] = self.settings
-        add_health_routes(self.app, [self._database_ready, self._broker_ready])
+        add_health_routes(self.internal_app, [self._database_ready, self._broker_ready])
 
     async def _database_ready(self) -> None:
         await self.pool.fetchval("SELECT 1")
@@ -111,16 +118,19 @@ async def serve(name: str, settings: Settings, build: Build) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runtime = Runtime(name, settings)
-    runner: web.AppRunner | None = None
+    runners: list[web.AppRunner] = []
     try:
         await runtime.start()
         await build(runtime)
-        runner = await start_site(runtime.app, settings.services.host, service_port(settings, name))
-        log.info("service_started", port=service_port(settings, name))
+        runners.append(await start_site(runtime.app, settings.services.host, service_port(settings, name)))
+        runners.append(
+            await start_site(runtime.internal_app, settings.services.internal_host, internal_port(settings, name))
+        )
+        log.info("service_started", port=service_port(settings, name), internal_port=internal_port(settings, name))
         await stop.wait()
         log.info("service_stopping")
     finally:
-        if runner is not None:
+        for runner in runners:
             await runner.cleanup()
         if hasattr(runtime, "pool"):
             await runtime.stop()

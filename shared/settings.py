@@ -68,7 +68,22 @@ class LaunchSettings(_Section):
     mode: Literal["signed"] = "signed"
     secret: SecretStr
     token_max_age_s: int = Field(default=900, gt=0, le=900)
-    session_max_age_s: int = Field(default=3600, gt=0)
+    # A session never outlives this, however active the driver is (at most a day).
+    session_max_age_s: int = Field(default=3600, gt=0, le=86_400)
+    # When set, a launch token must carry exactly this ``aud`` / ``iss`` claim.
+    audience: str | None = Field(default=None, min_length=1)
+    issuer: str | None = Field(default=None, min_length=1)
+    # What a CSMS user id may look like; anything else in ``sub`` is refused.
+    user_id_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
+
+    @field_validator("user_id_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
     @field_validator("secret")
     @classmethod
@@ -168,15 +183,47 @@ class ServiceSettings(_Section):
     page_port: int = Field(default=8080, gt=0, lt=65536)
     payments_port: int = Field(default=8081, gt=0, lt=65536)
     crediting_port: int = Field(default=8082, gt=0, lt=65536)
+    # /healthz, /readyz and /metrics live on internal ports, never exposed to drivers or processors.
+    internal_host: str = "127.0.0.1"
+    page_internal_port: int = Field(default=9080, gt=0, lt=65536)
+    payments_internal_port: int = Field(default=9081, gt=0, lt=65536)
+    crediting_internal_port: int = Field(default=9082, gt=0, lt=65536)
     page_public_url: str
     payments_public_url: str
     # How the sandbox processor reaches the payments webhook endpoint.
     payments_internal_url: str
+
+
+class PaymentsSettings(_Section):
+    """How payments heals what processors and the broker lose."""
+
+    # Pending payments untouched for poll_after_s are asked about; failures back off per payment,
+    # doubling from poll_interval_s up to poll_max_backoff_s.
     poll_interval_s: float = Field(default=30.0, gt=0)
     poll_after_s: float = Field(default=60.0, ge=0)
+    poll_max_backoff_s: float = Field(default=900.0, gt=0)
+    poll_batch: int = Field(default=50, gt=0, le=1000)
+    # A failed or expired payment is still polled this long: a late success is credited.
+    poll_grace_s: float = Field(default=3600.0, ge=0)
+    # A succeeded payment not credited after this long is announced again (the ledger's derived
+    # transfer id makes that safe), every sweep_interval_s.
+    sweep_after_s: float = Field(default=300.0, gt=0)
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+
+
+class RetentionSettings(_Section):
+    """How long plumbing rows are kept; a janitor deletes older ones every interval_s."""
+
+    inbox_days: float = Field(default=30, gt=0)
+    processor_event_body_days: float = Field(default=90, gt=0)
+    sandbox_checkout_days: float = Field(default=7, gt=0)
+    interval_s: float = Field(default=3600, gt=0)
 
 
 class Settings(_Section):
+    # "demo" runs only the sandbox processor and the built-in ledger, and every page says so;
+    # "production" refuses the sandbox: no configuration that can take real money credits unpaid.
+    deployment: Literal["demo", "production"] = "production"
     operator: OperatorSettings
     launch: LaunchSettings
     amounts: AmountSettings
@@ -186,16 +233,32 @@ class Settings(_Section):
     amqp: AmqpSettings
     databases: DatabaseSettings
     services: ServiceSettings
+    payments: PaymentsSettings = PaymentsSettings()
+    retention: RetentionSettings = RetentionSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
     def _integrations_sane(self) -> Settings:
         for integration_id in self.integrations:
             if not ID_PATTERN.match(integration_id):
-                raise ValueError(f"integration id {integration_id!r} must match {ID_PATTERN.pattern}")
+                raise ValueError(f"integrations: id {integration_id!r} must match {ID_PATTERN.pattern}")
         active_production = [i for i, s in self.integrations.items() if s.environment == "production" and s.active]
         if len(active_production) != 1:
-            raise ValueError(f"exactly one active production integration is required, found {active_production}")
+            raise ValueError(
+                f"integrations: exactly one active production integration is required, found {active_production}"
+            )
+        sandboxes = sorted(i for i, s in self.integrations.items() if s.processor == "sandbox")
+        if self.deployment == "production" and sandboxes:
+            raise ValueError(
+                f"deployment: the sandbox processor credits without payment; integrations {sandboxes} are"
+                ' allowed only with deployment = "demo"'
+            )
+        if self.deployment == "demo":
+            real = sorted(set(self.integrations) - set(sandboxes))
+            if real:
+                raise ValueError(f'deployment: "demo" runs only sandbox integrations, not {real}')
+            if self.csms.kind != "ledger":
+                raise ValueError('deployment: "demo" credits only the built-in ledger (csms.kind = "ledger")')
         return self
 
 
@@ -274,6 +337,8 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         return Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in first["loc"])
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{key}: {first['msg']}{more}") from None
+        # Whole-file rules name their keys in the message itself.
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{key}: {message}{more}" if key else f"{message}{more}") from None

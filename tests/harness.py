@@ -67,6 +67,10 @@ class Stack:
     def url(self, service: str, path: str = "") -> str:
         return f"http://127.0.0.1:{getattr(self.settings.services, f'{service}_port')}{path}"
 
+    def internal_url(self, service: str, path: str = "") -> str:
+        """Health and metrics: the internal port, not the public one."""
+        return f"http://127.0.0.1:{getattr(self.settings.services, f'{service}_internal_port')}{path}"
+
     def dsn(self, service: str) -> str:
         dsn: str = getattr(self.settings.databases, service)
         return dsn
@@ -74,6 +78,7 @@ class Stack:
 
 CONFIG_TEMPLATE = """
 log_level = "info"
+deployment = "demo"
 
 [operator]
 name = "Test CPO"
@@ -124,18 +129,26 @@ host = "127.0.0.1"
 page_port = {page_port}
 payments_port = {payments_port}
 crediting_port = {crediting_port}
+page_internal_port = {page_internal_port}
+payments_internal_port = {payments_internal_port}
+crediting_internal_port = {crediting_internal_port}
 page_public_url = "http://127.0.0.1:{page_port}"
 payments_public_url = "http://127.0.0.1:{payments_port}"
 payments_internal_url = "http://127.0.0.1:{payments_port}"
+
+[payments]
 poll_interval_s = 1
 poll_after_s = 3
+poll_max_backoff_s = 4
+sweep_after_s = 5
+sweep_interval_s = 1
 """
 
 
 def make_stack(tmp: Path) -> Stack:
     run_id = f"{os.getpid()}_{secrets.token_hex(3)}"
     vhost = f"evtopup_test_{run_id}"
-    page_port, payments_port, crediting_port = free_ports(3)
+    page_port, payments_port, crediting_port, page_internal, payments_internal, crediting_internal = free_ports(6)
     config_path = tmp / "evtopup.toml"
     config_path.write_text(
         CONFIG_TEMPLATE.format(
@@ -144,6 +157,9 @@ def make_stack(tmp: Path) -> Stack:
             page_port=page_port,
             payments_port=payments_port,
             crediting_port=crediting_port,
+            page_internal_port=page_internal,
+            payments_internal_port=payments_internal,
+            crediting_internal_port=crediting_internal,
         )
     )
     env = {
@@ -185,7 +201,7 @@ class ServiceProcess:
             while time.monotonic() < deadline:
                 assert self.proc is not None and self.proc.poll() is None, f"{self.name} exited: {self.logs()}"
                 try:
-                    async with http.get(self.stack.url(self.name, "/readyz")) as response:
+                    async with http.get(self.stack.internal_url(self.name, "/readyz")) as response:
                         if response.status == 200:
                             return
                 except aiohttp.ClientError:

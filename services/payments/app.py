@@ -22,9 +22,11 @@ async def build(runtime: Runtime) -> None:
     adapters = build_adapters(settings, http)
     runtime.app[webhooks.ADAPTERS_KEY] = adapters
     webhooks.add_routes(runtime.app)
-    if any(i.processor == "sandbox" for i in settings.integrations.values()):
+    # The sandbox takes no money: its routes exist only in a demo deployment (the settings refuse it
+    # anywhere else).
+    if settings.deployment == "demo":
         sandbox = SandboxProcessor(settings, runtime.pool, http)
         sandbox.add_routes(runtime.app)
         runtime.on_cleanup(sandbox.close)
     await RpcServer(CHECKOUT_RPC_QUEUE, checkout_handler(runtime.pool, adapters)).start(runtime.connection)
-    runtime.spawn(run_poller(runtime.pool, adapters, settings.services.poll_interval_s, settings.services.poll_after_s))
+    runtime.spawn(run_poller(runtime.pool, adapters, settings.payments.poll_interval_s, settings.payments.poll_after_s))

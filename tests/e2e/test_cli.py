@@ -60,7 +60,7 @@ def test_taken_port_is_one_clear_line(stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"EVTOPUP__LAUNCH__SECRET": "tiny-secret-XYZ"}, "launch.secret: Value error, must be at least 32 characters"),
+        ({"EVTOPUP__LAUNCH__SECRET": "tiny-secret-XYZ"}, "launch.secret: must be at least 32 characters"),
         ({"EVTOPUP__SERVICES__PAGE_PORT": "seventy"}, "services.page_port:"),
         ({"EVTOPUP__AMQP__URL": "amqp://guest:pw@127.0.0.1/x"}, "amqp.url:"),
         ({"EVTOPUP__DATABASES__PAGE": "postgresql://postgres@127.0.0.1:1/evtopup_x"}, "is not answering"),
@@ -78,13 +78,16 @@ def test_bad_configuration_or_unreachable_server_is_one_clear_line(
 
 
 async def test_ctrl_c_stops_run_all_cleanly(stack: Stack) -> None:
-    ports = free_ports(3)
+    ports = free_ports(6)
     env = {
         **os.environ,
         **stack.env,
         "EVTOPUP__SERVICES__PAGE_PORT": str(ports[0]),
         "EVTOPUP__SERVICES__PAYMENTS_PORT": str(ports[1]),
         "EVTOPUP__SERVICES__CREDITING_PORT": str(ports[2]),
+        "EVTOPUP__SERVICES__PAGE_INTERNAL_PORT": str(ports[3]),
+        "EVTOPUP__SERVICES__PAYMENTS_INTERNAL_PORT": str(ports[4]),
+        "EVTOPUP__SERVICES__CREDITING_INTERNAL_PORT": str(ports[5]),
         "EVTOPUP__SERVICES__PAGE_PUBLIC_URL": f"http://127.0.0.1:{ports[0]}",
     }
     process = subprocess.Popen(

@@ -317,12 +317,16 @@ async def test_services_answer_health_readiness_and_metrics(stack: Stack, servic
     async with aiohttp.ClientSession() as http:
         for name in services:
             for path in ("/healthz", "/readyz"):
-                async with http.get(stack.url(name, path)) as response:
+                async with http.get(stack.internal_url(name, path)) as response:
                     assert response.status == 200
-            async with http.get(stack.url(name, "/metrics")) as response:
+            async with http.get(stack.internal_url(name, "/metrics")) as response:
                 text = await response.text()
                 assert "evtopup_http_requests_total" in text
-        async with http.get(stack.url("crediting", "/metrics")) as response:
+            # Volumes are not for drivers or processors: nothing of this on the public port.
+            for path in ("/healthz", "/readyz", "/metrics"):
+                async with http.get(stack.url(name, path)) as response:
+                    assert response.status == 404
+        async with http.get(stack.internal_url("crediting", "/metrics")) as response:
             assert "evtopup_credits_applied_total" in await response.text()
 
 

@@ -337,8 +337,8 @@ def test_missing_section(tmp_path: Path) -> None:
             "integrations.sandbox_demo.fees.wallet.fixed_minor",
         ),
         ({"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__FEES": '{"bank": {"fixed_minor": 10}}'}, "integrations.sandbox_demo"),
-        ({"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__ACTIVE": "false"}, "(top level)"),
-        ({"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__ENVIRONMENT": "test"}, "(top level)"),
+        ({"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__ACTIVE": "false"}, "integrations:"),
+        ({"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__ENVIRONMENT": "test"}, "integrations:"),
     ],
 )
 def test_bad_value_names_the_key(tmp_path: Path, env: dict[str, str], dotted: str) -> None:
@@ -435,7 +435,7 @@ def test_integration_id_must_match_the_pattern(tmp_path: Path) -> None:
             "EVTOPUP__INTEGRATIONS__SANDBOX-DEMO__WEBHOOK_SECRET": "hyphen-integration-webhook-secret",
         },
     )
-    assert "integration id 'sandbox-demo' must match" in message
+    assert "id 'sandbox-demo' must match" in message
 
 
 def test_missing_file(tmp_path: Path) -> None:
