@@ -1,9 +1,10 @@
 """Operator tools for the dead-letter queue: look at what is there and why, and replay messages to
-the queue they came from once their cause is fixed. Replays are safe: consumers are idempotent."""
+the queue they came from once their cause is fixed. Replays are safe: consumers are idempotent.
+The same listing shows ``evtopup.unroutable``, where the events exchange keeps what no queue took."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -12,6 +13,8 @@ from shared import amqp
 from shared.settings import AmqpSettings
 
 BODY_PREVIEW_BYTES = 300
+# What `--queue` may name: the dead letters, or the messages no binding matched.
+LISTABLE_QUEUES = {"dead_letters": amqp.DEAD_LETTER_QUEUE, "unroutable": amqp.UNROUTABLE_QUEUE}
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,21 @@ def _describe(message: AbstractIncomingMessage) -> DeadLetter:
     )
 
 
-async def list_dead_letters(settings: AmqpSettings, limit: int) -> list[DeadLetter]:
-    """Up to ``limit`` dead letters; all stay in the queue."""
+@dataclass
+class ReplayResult:
+    replayed: int = 0
+    # (message id, origin) of dead letters left in place: their origin is no event queue.
+    refused: list[tuple[str | None, str | None]] = field(default_factory=list)
+
+
+async def list_dead_letters(
+    settings: AmqpSettings, limit: int, queue_name: str = amqp.DEAD_LETTER_QUEUE
+) -> list[DeadLetter]:
+    """Up to ``limit`` messages of ``queue_name`` (the dead letters by default); all stay in it."""
     connection = await amqp.connect(settings)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.get_queue(amqp.DEAD_LETTER_QUEUE)
+        queue = await amqp.existing_queue(channel, queue_name)
         held: list[AbstractIncomingMessage] = []
         try:
             while len(held) < limit:
@@ -69,15 +81,16 @@ async def list_dead_letters(settings: AmqpSettings, limit: int) -> list[DeadLett
                 await message.nack(requeue=True)
 
 
-async def replay_dead_letters(settings: AmqpSettings, limit: int, message_id: str | None = None) -> int:
+async def replay_dead_letters(settings: AmqpSettings, limit: int, message_id: str | None = None) -> ReplayResult:
     """Send up to ``limit`` dead letters (or just ``message_id``) back to the queue that gave up on
     them, and only that queue (other consumers of the same event already have it); each is removed
-    from the dead-letter queue only after the broker confirmed its replay."""
+    from the dead-letter queue only after the broker confirmed its replay. Only the event queues
+    are replayed to: a dead letter naming any other origin stays, and is reported as refused."""
     connection = await amqp.connect(settings)
-    replayed = 0
+    result = ReplayResult()
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        queue = await channel.get_queue(amqp.DEAD_LETTER_QUEUE)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        queue = await amqp.existing_queue(channel, amqp.DEAD_LETTER_QUEUE)
         # Take the batch first, then replay: a replayed message that fails again comes back to this
         # queue and must not be picked up again by the same run.
         held: list[AbstractIncomingMessage] = []
@@ -88,8 +101,11 @@ async def replay_dead_letters(settings: AmqpSettings, limit: int, message_id: st
             held.append(message)
         try:
             for message in held:
+                if message_id is not None and message.message_id != message_id:
+                    continue
                 origin = _describe(message).queue
-                if origin is None or (message_id is not None and message.message_id != message_id):
+                if origin not in amqp.EVENT_QUEUE_NAMES:
+                    result.refused.append((message.message_id, origin))
                     continue
                 headers = {
                     k: v
@@ -97,14 +113,15 @@ async def replay_dead_letters(settings: AmqpSettings, limit: int, message_id: st
                     if k not in (amqp.REASON_HEADER, amqp.ORIGIN_QUEUE_HEADER, "x-death")
                 }
                 await channel.default_exchange.publish(
-                    amqp.persistent_copy(message, headers),
+                    amqp.persistent_copy(message, headers, user_id=settings.username),
                     routing_key=origin,
                     mandatory=True,
+                    timeout=amqp.PUBLISH_TIMEOUT_S,
                 )
                 await message.ack()
-                replayed += 1
+                result.replayed += 1
         finally:
             for message in held:
                 if not message.processed:
                     await message.nack(requeue=True)
-    return replayed
+    return result

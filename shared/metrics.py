@@ -14,12 +14,21 @@ OUTBOX_OLDEST_AGE = Gauge(
     "evtopup_outbox_oldest_pending_age_seconds", "Age of the oldest unpublished outbox row", ["service"]
 )
 OUTBOX_PUBLISHED = Counter("evtopup_outbox_published_total", "Outbox rows published and confirmed", ["service"])
+OUTBOX_PARKED = Gauge(
+    "evtopup_outbox_parked_messages", "Outbox rows set aside because they can never be published", ["service"]
+)
+DEFERRED_MESSAGES = Gauge(
+    "evtopup_deferred_messages", "Messages of a newer contract version kept until understood", ["service", "queue"]
+)
+RETENTION_DELETED = Counter(
+    "evtopup_retention_deleted_rows_total", "Rows removed (or cleared) by the retention janitor", ["service", "rule"]
+)
 WEBHOOKS_RECEIVED = Counter(
     "evtopup_webhooks_received_total", "Processor webhooks, by result", ["integration", "result"]
 )
 PAYMENTS_PENDING = Gauge("evtopup_payments_pending", "Payments waiting for the processor", ["integration"])
 RPC_REQUESTS = Counter("evtopup_rpc_requests_total", "Checkout RPCs, by outcome", ["side", "outcome"])
-CREDITS_APPLIED = Counter("evtopup_credits_applied_total", "Ledger credits applied", ["currency"])
+CREDITS_APPLIED = Counter("evtopup_credits_applied_total", "Ledger credits applied", ["currency", "environment"])
 CREDIT_LATENCY = Histogram(
     "evtopup_credit_latency_seconds",
     "From payment.succeeded occurred_at to the ledger commit",

@@ -1,5 +1,6 @@
-"""The life of one service process: database pool, broker connection and topology, outbox relay,
-HTTP site, background tasks, and a clean stop on SIGTERM or Ctrl-C."""
+"""The life of one service process: database pool, broker connection, outbox relay, retention
+janitor, HTTP site, background tasks, and a clean stop on SIGTERM or Ctrl-C: consumers cancelled and
+their handlers finished first, then background tasks, the broker connection, and the pool last."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ from shared import amqp, db
 from shared.http import add_health_routes, service_middleware, start_site
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
+from shared.retention import INBOX_RETENTION_SQL, Janitor, RetentionRule
 from shared.settings import Settings
 
 log = get_logger(__name__)
 
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
+# How long a stop waits for the message handlers and RPCs already running to finish.
+CONSUMER_STOP_TIMEOUT_S = 10.0
 SETTINGS_KEY = web.AppKey("settings", Settings)
 
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
@@ -30,8 +34,9 @@ SERVICES_DIR = Path(__file__).parent.parent / "services"
 
 
 def service_dsn(settings: Settings, service: str) -> str:
-    dsn: str = getattr(settings.databases, service)
-    return dsn
+    """How ``service`` reaches its own database, as its own role; a configured password joins the
+    DSN here, in memory only (logs name only host and port)."""
+    return db.with_password(settings.databases.dsn(service), settings.databases.password(service))
 
 
 def service_port(settings: Settings, service: str) -> int:
@@ -62,14 +67,26 @@ class Runtime:
         self.internal_app = web.Application(middlewares=[service_middleware(name)])
         self._tasks: list[asyncio.Task[None]] = []
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
+        self._consumers: list[amqp.Consumer] = []
+        self._janitor: Janitor
 
     async def start(self) -> None:
         await db.migrate(service_dsn(self.settings, self.name), migration_components(self.name))
         self.pool = await db.create_pool(service_dsn(self.settings, self.name), self.settings.databases.pool_max_size)
-        self.connection = await amqp.connect_robust(self.settings.amqp)
-        channel = await self.connection.channel(publisher_confirms=True)
-        self.exchange = await amqp.declare_topology(channel, self.settings.amqp.delivery_limit)
-        self.spawn(OutboxRelay(self.name, service_dsn(self.settings, self.name), self.pool, self.exchange).run())
+        self.connection = await amqp.connect_robust(self.settings.amqp, self.name)
+        # `evtopup setup` declares the topology; a service only looks up what it uses.
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        self.exchange = await amqp.existing_exchange(channel, amqp.EVENTS_EXCHANGE)
+        relay = OutboxRelay(
+            self.name,
+            service_dsn(self.settings, self.name),
+            self.pool,
+            self.exchange,
+            publisher=self.settings.amqp.credentials(self.name)[0],
+        )
+        self.spawn(relay.run())
+        self._janitor = Janitor(self.name, self.pool, self.settings.retention.interval_s)
+        self.add_retention("inbox", INBOX_RETENTION_SQL, self.settings.retention.inbox_days)
         self.app[POOL_KEY] = self.pool
         self.app[SETTINGS_KEY] = self.settings
         add_health_routes(self.internal_app, [self._database_ready, self._broker_ready])
@@ -93,7 +110,23 @@ class Runtime:
     def on_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         self._cleanups.append(cleanup)
 
+    def add_consumer(self, consumer: amqp.Consumer) -> None:
+        """A started consumer (IdempotentConsumer, RpcServer) to stop first on shutdown."""
+        self._consumers.append(consumer)
+
+    def add_retention(self, name: str, sql: str, days: float) -> None:
+        """Have the janitor run ``sql`` every ``retention.interval_s``: it removes (or clears) at most
+        ``$2`` rows older than ``$1`` (a timestamptz), and is repeated while it fills its batch."""
+        self._janitor.add(RetentionRule(name, sql, days))
+
+    def start_janitor(self) -> None:
+        """Once ``build`` has registered its retention rules."""
+        self.spawn(self._janitor.run())
+
     async def stop(self) -> None:
+        # Take no new messages and let those being handled commit and ack, while the pool and the
+        # broker connection they need are still there.
+        await asyncio.gather(*(c.stop(CONSUMER_STOP_TIMEOUT_S) for c in self._consumers), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -122,6 +155,7 @@ async def serve(name: str, settings: Settings, build: Build) -> None:
     try:
         await runtime.start()
         await build(runtime)
+        runtime.start_janitor()
         runners.append(await start_site(runtime.app, settings.services.host, service_port(settings, name)))
         runners.append(
             await start_site(runtime.internal_app, settings.services.internal_host, internal_port(settings, name))
