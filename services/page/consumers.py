@@ -9,7 +9,7 @@ from services.page import domain, store
 from services.page.domain import OrderStatus
 from shared.db import Connection
 from shared.logging import get_logger
-from shared.messages import CreditApplied, Envelope, PaymentFailed, PaymentSucceeded
+from shared.messages import CreditApplied, Envelope, PaymentFailed, PaymentNeedsReview, PaymentSucceeded
 
 log = get_logger(__name__)
 
@@ -43,6 +43,10 @@ async def on_payment_failed(conn: Connection, _envelope: Envelope, event: Paymen
         lambda status: domain.after_payment_failed(status, event.status),
         reason=event.reason,
     )
+
+
+async def on_payment_needs_review(conn: Connection, _envelope: Envelope, event: PaymentNeedsReview) -> None:
+    await _move(conn, event.order_id, domain.after_payment_needs_review, reason=event.reason)
 
 
 async def on_credit_applied(conn: Connection, _envelope: Envelope, event: CreditApplied) -> None:

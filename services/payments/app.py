@@ -1,15 +1,21 @@
-"""Payments: processor adapters, checkout RPC, webhooks, the poller and the sandbox processor."""
+"""Payments: processor adapters, checkout RPC, webhooks, the sandbox processor, and the healing jobs:
+the poller, the credit sweeper, the re-examination of unmatched events; and its retention rules."""
 
 from __future__ import annotations
 
+import functools
+
 import aiohttp
 
-from services.payments import webhooks
+from services.payments import consumers, service, store, sweeper, webhooks
 from services.payments.checkout_rpc import checkout_handler
+from services.payments.metrics import UNKNOWN_EVENTS_REEXAMINED
+from services.payments.periodic import run_every
 from services.payments.poller import run_poller
 from services.payments.processors import build_adapters
 from services.payments.sandbox_processor import SandboxProcessor
-from shared.amqp import CHECKOUT_RPC_QUEUE, RpcServer
+from shared.amqp import CHECKOUT_RPC_QUEUE, PAYMENTS_QUEUE, IdempotentConsumer, RpcServer, trusted_publishers
+from shared.messages import CreditApplied
 from shared.runtime import Runtime
 
 NAME = "payments"
@@ -28,5 +34,45 @@ async def build(runtime: Runtime) -> None:
         sandbox = SandboxProcessor(settings, runtime.pool, http)
         sandbox.add_routes(runtime.app)
         runtime.on_cleanup(sandbox.close)
-    await RpcServer(CHECKOUT_RPC_QUEUE, checkout_handler(runtime.pool, adapters)).start(runtime.connection)
-    runtime.spawn(run_poller(runtime.pool, adapters, settings.payments.poll_interval_s, settings.payments.poll_after_s))
+    checkouts = RpcServer(CHECKOUT_RPC_QUEUE, checkout_handler(runtime.pool, adapters, settings))
+    await checkouts.start(runtime.connection)
+    runtime.add_consumer(checkouts)
+    pool, healing = runtime.pool, settings.payments
+    credit_events = IdempotentConsumer(
+        NAME,
+        PAYMENTS_QUEUE,
+        pool,
+        {CreditApplied: consumers.on_credit_applied},
+        publishers=trusted_publishers(settings.amqp),
+    )
+    await credit_events.start(runtime.connection, settings.amqp.prefetch)
+    runtime.add_consumer(credit_events)
+    runtime.spawn(run_poller(pool, adapters, healing))
+    runtime.spawn(
+        run_every(
+            "credit_sweeper", healing.sweep_interval_s, functools.partial(sweeper.reannounce_uncredited, pool, healing)
+        )
+    )
+    runtime.spawn(
+        run_every(
+            "uncredited_gauge",
+            healing.sweep_interval_s,
+            functools.partial(sweeper.update_uncredited_gauge, pool, list(adapters), healing),
+        )
+    )
+
+    async def reexamine_unknown_events() -> bool:
+        outcomes = await service.reexamine_unknown_events(
+            pool, healing.poll_batch, healing.poll_interval_s, healing.poll_max_backoff_s
+        )
+        for result, count in outcomes.items():
+            UNKNOWN_EVENTS_REEXAMINED.labels(result).inc(count)
+        return sum(outcomes.values()) == healing.poll_batch
+
+    runtime.spawn(run_every("unknown_event_reexaminer", healing.poll_interval_s, reexamine_unknown_events))
+    runtime.add_retention(
+        "processor_event_bodies", store.FORGET_EVENT_BODIES_SQL, settings.retention.processor_event_body_days
+    )
+    runtime.add_retention(
+        "sandbox_checkouts", store.DELETE_SANDBOX_CHECKOUTS_SQL, settings.retention.sandbox_checkout_days
+    )

@@ -11,13 +11,14 @@ from services.payments.processors.base import ProcessorAdapter, ProcessorUnavail
 from shared.amqp import RpcError, RpcHandler
 from shared.messages import CreateCheckout
 from shared.metrics import RPC_REQUESTS
+from shared.settings import Settings
 
 
-def checkout_handler(pool: asyncpg.Pool, adapters: dict[str, ProcessorAdapter]) -> RpcHandler:
+def checkout_handler(pool: asyncpg.Pool, adapters: dict[str, ProcessorAdapter], settings: Settings) -> RpcHandler:
     async def handle(request: dict[str, Any]) -> dict[str, Any]:
         command = CreateCheckout.model_validate(request)
         try:
-            created = await service.create_checkout(pool, adapters, command)
+            created = await service.create_checkout(pool, adapters, settings, command)
         except ProcessorUnavailable as exc:
             RPC_REQUESTS.labels("server", "processor_unavailable").inc()
             raise RpcError("processor_unavailable", str(exc)) from None

@@ -1,7 +1,11 @@
 """The payment state machine, without I/O. Events arrive at least once and in any order, so a
 transition is decided from the current state and the event alone, and never moves a payment back:
 once succeeded, a payment stays succeeded; a late success after a failure or an expiry still counts,
-because the processor took the money."""
+because the processor took the money.
+
+Also the healing rules: when to ask the processor again, when to announce an uncredited success
+again, how long to keep looking for the payment of an unmatched event, and how an operator settles a
+payment held for review."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     NEEDS_REVIEW = "needs_review"  # the processor reported something we must not act on blindly
+    REJECTED = "rejected"  # held for review, then refunded at the processor by an operator
 
 
 OPEN = frozenset({PaymentStatus.CREATED, PaymentStatus.PENDING})
@@ -47,3 +52,92 @@ def decide(status: PaymentStatus, charge_minor: int, currency: str, event: Proce
             f"processor confirmed {event.amount_minor} {event.currency}, expected {charge_minor} {currency}",
         )
     return Decision(target, event.reason)
+
+
+def doubling_backoff_s(step: int, first_s: float, max_s: float) -> float:
+    """``first_s`` at step 0, doubling each step, never more than ``max_s``."""
+    return min(max_s, first_s * float(2 ** min(max(step, 0), 60)))
+
+
+# --- polling --------------------------------------------------------------------------------------
+
+
+class PollAction(StrEnum):
+    ASK = "ask"  # ask the processor where the payment stands
+    EXPIRE_UNCONFIRMED = "expire_unconfirmed"  # expire it here: the processor never confirmed a checkout
+    WAIT = "wait"  # nothing to ask yet: look again later
+    RETIRE = "retire"  # never poll it again
+
+
+NEVER_POLLED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.NEEDS_REVIEW, PaymentStatus.REJECTED})
+
+
+def poll_action(
+    status: PaymentStatus, has_reference: bool, since_change_s: float, grace_s: float, unconfirmed_expire_after_s: float
+) -> PollAction:
+    """What the poller does with a payment that is due. Failed and expired payments are still asked
+    about for ``grace_s``, so a late success is credited. A payment whose checkout creation never
+    returned a reference was never shown to the driver (the redirect URL comes with the reference),
+    so nobody can have paid it: it expires once a checkout would have expired anyway."""
+    if status in NEVER_POLLED:
+        return PollAction.RETIRE
+    if status in (PaymentStatus.FAILED, PaymentStatus.EXPIRED):
+        return PollAction.ASK if has_reference and since_change_s <= grace_s else PollAction.RETIRE
+    if not has_reference:
+        return PollAction.EXPIRE_UNCONFIRMED if since_change_s >= unconfirmed_expire_after_s else PollAction.WAIT
+    return PollAction.ASK
+
+
+def next_poll_in_s(polls_without_change: int, interval_s: float, max_backoff_s: float) -> float:
+    """After the n-th poll that changed nothing (still pending, or the processor failed to answer):
+    ``interval_s``, then doubling, up to ``max_backoff_s``."""
+    return doubling_backoff_s(polls_without_change - 1, interval_s, max_backoff_s)
+
+
+def poll_lease_s(call_timeout_s: float, batch: int, concurrency: int, interval_s: float) -> float:
+    """How far a claim pushes ``next_poll_at``: long enough for the whole batch to be asked, so no
+    other replica takes the same payments meanwhile, and short enough to retry after a crash."""
+    rounds = -(-batch // concurrency)
+    return call_timeout_s * rounds + interval_s
+
+
+# --- the credit safety net ------------------------------------------------------------------------
+
+
+def next_announce_in_s(announce_count: int, sweep_after_s: float, max_backoff_s: float) -> float:
+    """After the n-th re-announcement of a success still not credited: twice ``sweep_after_s``, then
+    doubling, up to ``max_backoff_s``: a crediting outage is not flooded."""
+    return doubling_backoff_s(announce_count, sweep_after_s, max_backoff_s)
+
+
+# --- events for payments we do not know (yet) -----------------------------------------------------
+
+# An event that raced its checkout finds its payment within seconds; one still unmatched after this
+# long (or this many looks) is not ours, or needs a person.
+UNKNOWN_EVENT_MAX_AGE_S = 24 * 3600.0
+UNKNOWN_EVENT_MAX_ATTEMPTS = 20
+
+
+def next_reexamination_in_s(attempts: int, age_s: float, interval_s: float, max_backoff_s: float) -> float | None:
+    """After the n-th look that found no payment: when to look again, or None to give up."""
+    if attempts >= UNKNOWN_EVENT_MAX_ATTEMPTS or age_s >= UNKNOWN_EVENT_MAX_AGE_S:
+        return None
+    return doubling_backoff_s(attempts - 1, interval_s, max_backoff_s)
+
+
+# --- operator review ------------------------------------------------------------------------------
+
+
+class ReviewDecision(StrEnum):
+    CREDIT = "credit"  # the driver is credited what they ordered
+    REJECT = "reject"  # the operator refunds the driver at the processor
+
+
+class ReviewRefused(Exception):
+    """The payment is not waiting for a review (never was, or already settled)."""
+
+
+def settle_review(status: PaymentStatus, decision: ReviewDecision) -> PaymentStatus:
+    if status is not PaymentStatus.NEEDS_REVIEW:
+        raise ReviewRefused(f"the payment is {status.value}, not needs_review")
+    return PaymentStatus.SUCCEEDED if decision is ReviewDecision.CREDIT else PaymentStatus.REJECTED

@@ -1,52 +1,114 @@
-"""Heals payments whose webhook never came: asks the processor about payments left pending and
-applies the answer through the same path as a webhook."""
+"""Heals payments whose webhook never came: asks the processor about payments left open (and about
+failed or expired ones for a grace period) and applies the answer through the same path as a webhook.
+
+Each payment has its own ``next_poll_at``, backing off while nothing changes; due payments are
+claimed with ``FOR UPDATE SKIP LOCKED`` in a short statement that pushes ``next_poll_at`` ahead as a
+lease, so replicas share the work and no transaction spans a processor call. Every integration has a
+loop of its own, and every call a timeout, so a processor that is down delays only its own payments."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import asyncpg
 
-from services.payments import service, store
-from services.payments.processors.base import EventKind, ProcessorAdapter, ProcessorUnavailable
+from services.payments import domain, service, store
+from services.payments.domain import PollAction
+from services.payments.metrics import PAYMENTS_OLDEST_PENDING_AGE, PAYMENTS_POLLED
+from services.payments.periodic import run_every
+from services.payments.processors.base import ProcessorAdapter
 from shared.logging import get_logger
 from shared.metrics import PAYMENTS_PENDING
+from shared.settings import PaymentsSettings
 
 log = get_logger(__name__)
 
-POLL_BATCH = 100
+# Status lookups in flight at once, per integration.
+POLL_CONCURRENCY = 10
 
 
-async def poll_once(pool: asyncpg.Pool, adapters: dict[str, ProcessorAdapter], older_than_s: float) -> int:
-    """Poll one batch of stale pending payments; returns how many changed."""
-    changed = 0
-    for payment in await store.open_payments(pool, older_than_s, POLL_BATCH):
-        adapter = adapters.get(payment.integration_id)
-        if adapter is None or payment.processor_reference is None:
-            continue
-        try:
-            event = await adapter.fetch_status(payment.processor_reference)
-        except ProcessorUnavailable as exc:
-            log.warning("poll_failed", payment_id=str(payment.id), error=str(exc))
-            continue
-        if event.kind is EventKind.PENDING:
-            await store.touch(pool, payment.id)  # the driver is still paying: look again later
-            continue
+async def poll_integration_once(pool: asyncpg.Pool, adapter: ProcessorAdapter, settings: PaymentsSettings) -> bool:
+    """Poll one batch of the integration's due payments; True if the batch was full."""
+    lease_s = domain.poll_lease_s(
+        settings.poll_call_timeout_s, settings.poll_batch, POLL_CONCURRENCY, settings.poll_interval_s
+    )
+    candidates = await store.claim_due_polls(
+        pool, adapter.integration_id, settings.poll_after_s, settings.poll_batch, lease_s
+    )
+    semaphore = asyncio.Semaphore(POLL_CONCURRENCY)
+
+    async def poll(candidate: store.PollCandidate) -> None:
+        async with semaphore:
+            result = await _poll_payment(pool, adapter, settings, candidate)
+        PAYMENTS_POLLED.labels(adapter.integration_id, result).inc()
+
+    await asyncio.gather(*(poll(candidate) for candidate in candidates))
+    return len(candidates) == settings.poll_batch
+
+
+async def _poll_payment(
+    pool: asyncpg.Pool, adapter: ProcessorAdapter, settings: PaymentsSettings, candidate: store.PollCandidate
+) -> str:
+    """Poll one payment; every error is caught and recorded here, so one payment (or one processor)
+    in trouble never stops the others. Returns the result (a metrics label)."""
+    payment = candidate.payment
+    attempts = candidate.poll_attempts + 1
+    next_in_s = domain.next_poll_in_s(attempts, settings.poll_interval_s, settings.poll_max_backoff_s)
+    try:
+        action = domain.poll_action(
+            payment.status,
+            payment.processor_reference is not None,
+            candidate.since_change_s,
+            settings.poll_grace_s,
+            settings.unconfirmed_expire_after_s,
+        )
+        if action is PollAction.RETIRE:
+            await store.record_poll(pool, payment.id, payment.status, attempts=attempts, next_in_s=None)
+            return "retired"
+        if action is PollAction.WAIT:
+            await store.record_poll(pool, payment.id, payment.status, attempts=attempts, next_in_s=next_in_s)
+            return "waiting"
+        if action is PollAction.EXPIRE_UNCONFIRMED:
+            await service.expire_unconfirmed(pool, payment.id)
+            return "expired_unconfirmed"
+        assert payment.processor_reference is not None
+        event = await asyncio.wait_for(adapter.fetch_status(payment.processor_reference), settings.poll_call_timeout_s)
         await service.apply_processor_event(pool, payment.integration_id, event, None)
-        changed += 1
-    for integration_id in adapters:
-        PAYMENTS_PENDING.labels(integration_id).set(0)
-    for integration_id, count in (await store.count_open(pool)).items():
-        PAYMENTS_PENDING.labels(integration_id).set(count)
-    return changed
-
-
-async def run_poller(
-    pool: asyncpg.Pool, adapters: dict[str, ProcessorAdapter], interval_s: float, older_than_s: float
-) -> None:
-    while True:
+        # Guarded by the status: a payment the answer moved has a fresh schedule already.
+        await store.record_poll(pool, payment.id, payment.status, attempts=attempts, next_in_s=next_in_s)
+        return "answered"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("poll_failed", payment_id=str(payment.id), integration=payment.integration_id, error=error)
         try:
-            await poll_once(pool, adapters, older_than_s)
-        except Exception as exc:  # the poller must outlive any one failure; it heals what others lose
-            log.warning("poller_failed", error=repr(exc))
-        await asyncio.sleep(interval_s)
+            await store.record_poll(
+                pool, payment.id, payment.status, attempts=attempts, next_in_s=next_in_s, error=error
+            )
+        except Exception as record_exc:  # the lease runs out and the payment is polled again
+            log.warning("poll_failure_not_recorded", payment_id=str(payment.id), error=repr(record_exc))
+        return "failed"
+
+
+async def update_gauges(pool: asyncpg.Pool, integration_ids: list[str]) -> bool:
+    open_payments = await store.open_payments_by_integration(pool)
+    for integration_id in {*integration_ids, *open_payments}:
+        stats = open_payments.get(integration_id, store.OpenPayments(0, 0.0))
+        PAYMENTS_PENDING.labels(integration_id).set(stats.count)
+        PAYMENTS_OLDEST_PENDING_AGE.labels(integration_id).set(stats.oldest_age_s)
+    return False
+
+
+async def run_poller(pool: asyncpg.Pool, adapters: dict[str, ProcessorAdapter], settings: PaymentsSettings) -> None:
+    loops = [
+        run_every(
+            f"poll_{integration_id}",
+            settings.poll_interval_s,
+            functools.partial(poll_integration_once, pool, adapter, settings),
+        )
+        for integration_id, adapter in adapters.items()
+    ]
+    loops.append(
+        run_every("payment_gauges", settings.poll_interval_s, functools.partial(update_gauges, pool, list(adapters)))
+    )
+    await asyncio.gather(*loops)

@@ -19,7 +19,7 @@ import asyncpg
 from aiohttp import web
 
 from services.payments.processors.sandbox import SIGNATURE_HEADER, sign_sandbox_payload
-from shared.http import Problem, json_response, read_json_object
+from shared.http import Problem, json_response, read_form, read_json_object
 from shared.logging import get_logger
 from shared.money import MoneyError, currency_exponent, require_minor, to_major
 from shared.settings import Settings
@@ -139,13 +139,15 @@ class SandboxProcessor:
             '<!doctype html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             "<title>Sandbox checkout</title></head><body>"
+            '<p role="note" id="demo-banner"><strong>Demo — no real money is taken; balances are not real.'
+            "</strong></p>"
             f"<h1>Sandbox checkout</h1><p>Amount: <strong>{escape(amount)}</strong> "
             f"({escape(row['method'])})</p>{action}</body></html>"
         )
         return web.Response(text=html, content_type="text/html")
 
     async def submit_outcome(self, request: web.Request) -> web.Response:
-        form = await request.post()
+        form = await read_form(request)
         outcome = form.get("outcome")
         if outcome not in OUTCOMES:
             raise Problem(400, "Bad outcome", "outcome must be succeeded or failed")

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.payments.domain import PaymentStatus
-from services.payments.processors.base import ProcessorEvent
+from services.payments.domain import NEVER_POLLED, PaymentStatus, ReviewDecision
+from services.payments.processors.base import EventKind, ProcessorEvent
 from shared.db import Connection, record_to
+from shared.messages import Environment
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Payment:
     processor_reference: str | None
     redirect_url: str | None
     correlation_id: str
+    environment: Environment
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Payment:
@@ -39,8 +41,8 @@ async def insert_payment(conn: Connection, payment: Payment) -> Payment:
     """Insert ``payment`` unless one exists for its order; returns the stored one either way."""
     row = await conn.fetchrow(
         "INSERT INTO payments (id, order_id, user_id, integration_id, processor, method, amount_minor,"
-        " bonus_minor, fee_minor, charge_minor, currency, status, correlation_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        " bonus_minor, fee_minor, charge_minor, currency, status, correlation_id, environment)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         " ON CONFLICT (order_id) DO NOTHING RETURNING *",
         payment.id,
         payment.order_id,
@@ -55,6 +57,7 @@ async def insert_payment(conn: Connection, payment: Payment) -> Payment:
         payment.currency,
         payment.status,
         payment.correlation_id,
+        payment.environment,
     )
     if row is None:
         row = await conn.fetchrow("SELECT * FROM payments WHERE order_id = $1", payment.order_id)
@@ -75,26 +78,90 @@ async def record_checkout(
 
 
 async def insert_event(conn: Connection, integration_id: str, event: ProcessorEvent, body: bytes | None) -> int | None:
-    """Store a processor event; None if this event id was already received (a duplicate)."""
+    """Store a processor event; None if this event id was already received and dealt with. An event
+    stored earlier for a payment we did not know is returned again (locked), to be looked at anew."""
     event_row_id: int | None = await conn.fetchval(
-        "INSERT INTO processor_events (integration_id, event_id, processor_reference, kind, body)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (integration_id, event_id) DO NOTHING RETURNING id",
+        "INSERT INTO processor_events (integration_id, event_id, processor_reference, kind, body, amount_minor,"
+        " currency, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (integration_id, event_id) DO NOTHING RETURNING id",
         integration_id,
         event.event_id,
         event.processor_reference,
         event.kind,
         body,
+        event.amount_minor,
+        event.currency,
+        event.reason,
     )
+    if event_row_id is None:
+        event_row_id = await conn.fetchval(
+            "SELECT id FROM processor_events WHERE integration_id = $1 AND event_id = $2"
+            " AND outcome = 'unknown_payment' FOR UPDATE",
+            integration_id,
+            event.event_id,
+        )
     return event_row_id
 
 
 async def mark_event(conn: Connection, event_row_id: int, payment_id: uuid.UUID | None, outcome: str) -> None:
     await conn.execute(
-        "UPDATE processor_events SET payment_id = $2, outcome = $3 WHERE id = $1",
+        "UPDATE processor_events SET payment_id = $2, outcome = $3, next_reexamine_at = NULL WHERE id = $1",
         event_row_id,
         payment_id,
         outcome,
     )
+
+
+async def mark_event_unknown(conn: Connection, event_row_id: int, next_in_s: float | None) -> int:
+    """One more look found no payment: look again in ``next_in_s``, or give up (``unmatched``, kept
+    for the record). Returns how many looks have found nothing."""
+    attempts: int = await conn.fetchval(
+        "UPDATE processor_events SET reexamine_attempts = reexamine_attempts + 1,"
+        " outcome = CASE WHEN $2::float8 IS NULL THEN 'unmatched' ELSE 'unknown_payment' END,"
+        " next_reexamine_at = now() + make_interval(secs => $2::float8)"
+        " WHERE id = $1 RETURNING reexamine_attempts",
+        event_row_id,
+        next_in_s,
+    )
+    return attempts
+
+
+@dataclass(frozen=True)
+class UnknownEvent:
+    """A stored event whose payment was not found, due for another look."""
+
+    row_id: int
+    integration_id: str
+    event: ProcessorEvent
+    attempts: int
+    age_s: float
+
+
+async def claim_unknown_events(conn: Connection, limit: int) -> list[UnknownEvent]:
+    """Within the caller's transaction: due unmatched events, locked (other replicas skip them)."""
+    rows = await conn.fetch(
+        "SELECT *, extract(epoch FROM now() - received_at)::float8 AS age_s FROM processor_events"
+        " WHERE outcome = 'unknown_payment' AND next_reexamine_at <= now()"
+        " ORDER BY next_reexamine_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [
+        UnknownEvent(
+            row_id=row["id"],
+            integration_id=row["integration_id"],
+            event=ProcessorEvent(
+                event_id=row["event_id"],
+                processor_reference=row["processor_reference"],
+                kind=EventKind(row["kind"]),
+                amount_minor=row["amount_minor"],
+                currency=row["currency"],
+                reason=row["reason"],
+            ),
+            attempts=row["reexamine_attempts"],
+            age_s=row["age_s"],
+        )
+        for row in rows
+    ]
 
 
 async def lock_payment_by_reference(conn: Connection, integration_id: str, reference: str) -> Payment | None:
@@ -106,32 +173,181 @@ async def lock_payment_by_reference(conn: Connection, integration_id: str, refer
     return Payment.from_row(row) if row else None
 
 
+async def lock_payment(conn: Connection, payment_id: uuid.UUID) -> Payment | None:
+    row = await conn.fetchrow("SELECT * FROM payments WHERE id = $1 FOR UPDATE", payment_id)
+    return Payment.from_row(row) if row else None
+
+
 async def set_status(conn: Connection, payment_id: uuid.UUID, status: PaymentStatus, reason: str | None) -> None:
+    """Move the payment; its poll schedule starts afresh (or ends, for a status never polled)."""
     await conn.execute(
-        "UPDATE payments SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1",
+        "UPDATE payments SET status = $2, status_reason = $3, updated_at = now(),"
+        " poll_attempts = 0, poll_failures = 0, last_poll_error = NULL,"
+        " next_poll_at = CASE WHEN $4 THEN NULL ELSE now() END,"
+        " succeeded_at = CASE WHEN $2 = 'succeeded' THEN now() ELSE succeeded_at END"
+        " WHERE id = $1",
         payment_id,
         status,
         reason,
+        status in NEVER_POLLED,
     )
 
 
-async def open_payments(pool: asyncpg.Pool, older_than_s: float, limit: int) -> list[Payment]:
+# --- polling --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollCandidate:
+    payment: Payment
+    since_change_s: float
+    poll_attempts: int
+
+
+async def claim_due_polls(
+    pool: asyncpg.Pool, integration_id: str, poll_after_s: float, limit: int, lease_s: float
+) -> list[PollCandidate]:
+    """Claim the integration's payments due for a poll, in one short statement: ``next_poll_at``
+    moves ``lease_s`` ahead, so other replicas skip them while this one asks the processor."""
     rows = await pool.fetch(
-        "SELECT * FROM payments WHERE status = 'pending' AND processor_reference IS NOT NULL"
-        " AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT $2",
-        older_than_s,
+        "UPDATE payments p SET next_poll_at = now() + make_interval(secs => $4)"
+        " FROM (SELECT id FROM payments WHERE integration_id = $1 AND next_poll_at <= now()"
+        "       AND updated_at <= now() - make_interval(secs => $2)"
+        "       ORDER BY next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED) due"
+        " WHERE p.id = due.id"
+        " RETURNING p.*, extract(epoch FROM now() - p.updated_at)::float8 AS since_change_s",
+        integration_id,
+        poll_after_s,
+        limit,
+        lease_s,
+    )
+    return [PollCandidate(Payment.from_row(r), r["since_change_s"], r["poll_attempts"]) for r in rows]
+
+
+async def record_poll(
+    pool: asyncpg.Pool,
+    payment_id: uuid.UUID,
+    status: PaymentStatus,
+    *,
+    attempts: int,
+    next_in_s: float | None,
+    error: str | None = None,
+) -> None:
+    """After a poll that changed nothing: the next one in ``next_in_s`` (None: never), and the error
+    if the processor could not answer. A payment that moved meanwhile is left to its new schedule."""
+    await pool.execute(
+        "UPDATE payments SET poll_attempts = $3, next_poll_at = now() + make_interval(secs => $4::float8),"
+        " poll_failures = CASE WHEN $5::text IS NULL THEN 0 ELSE poll_failures + 1 END,"
+        " last_poll_error = $5 WHERE id = $1 AND status = $2",
+        payment_id,
+        status,
+        attempts,
+        next_in_s,
+        error,
+    )
+
+
+@dataclass(frozen=True)
+class OpenPayments:
+    count: int
+    oldest_age_s: float
+
+
+async def open_payments_by_integration(pool: asyncpg.Pool) -> dict[str, OpenPayments]:
+    rows = await pool.fetch(
+        "SELECT integration_id, count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age"
+        " FROM payments WHERE status IN ('created', 'pending') GROUP BY 1"
+    )
+    return {row["integration_id"]: OpenPayments(row["n"], row["age"]) for row in rows}
+
+
+# --- the credit safety net ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Uncredited:
+    payment: Payment
+    announce_count: int
+
+
+async def claim_uncredited(conn: Connection, sweep_after_s: float, limit: int) -> list[Uncredited]:
+    """Within the caller's transaction: succeeded payments still not credited whose next
+    announcement is due, locked (other replicas skip them)."""
+    rows = await conn.fetch(
+        "SELECT * FROM payments WHERE status = 'succeeded' AND credited_at IS NULL"
+        " AND coalesce(next_announce_at, succeeded_at + make_interval(secs => $1)) <= now()"
+        " ORDER BY succeeded_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        sweep_after_s,
         limit,
     )
-    return [Payment.from_row(row) for row in rows]
+    return [Uncredited(Payment.from_row(row), row["announce_count"]) for row in rows]
 
 
-async def touch(pool: asyncpg.Pool, payment_id: uuid.UUID) -> None:
-    """Push a still-pending payment to the back of the poller's queue."""
-    await pool.execute("UPDATE payments SET updated_at = now() WHERE id = $1 AND status = 'pending'", payment_id)
+async def record_announcement(conn: Connection, payment_id: uuid.UUID, announce_count: int, next_in_s: float) -> None:
+    await conn.execute(
+        "UPDATE payments SET announce_count = $2, next_announce_at = now() + make_interval(secs => $3::float8)"
+        " WHERE id = $1",
+        payment_id,
+        announce_count,
+        next_in_s,
+    )
 
 
-async def count_open(pool: asyncpg.Pool) -> dict[str, int]:
+async def mark_credited(conn: Connection, payment_id: uuid.UUID) -> bool:
+    """True the first time: the ledger has credited this payment."""
+    result = await conn.execute(
+        "UPDATE payments SET credited_at = now() WHERE id = $1 AND credited_at IS NULL", payment_id
+    )
+    return bool(result == "UPDATE 1")
+
+
+async def uncredited_by_integration(pool: asyncpg.Pool, older_than_s: float) -> dict[str, int]:
     rows = await pool.fetch(
-        "SELECT integration_id, count(*) AS n FROM payments WHERE status IN ('created', 'pending') GROUP BY 1"
+        "SELECT integration_id, count(*) AS n FROM payments WHERE status = 'succeeded' AND credited_at IS NULL"
+        " AND succeeded_at < now() - make_interval(secs => $1) GROUP BY 1",
+        older_than_s,
     )
     return {row["integration_id"]: row["n"] for row in rows}
+
+
+# --- operator review ------------------------------------------------------------------------------
+
+
+async def payments_in_review(pool: asyncpg.Pool, limit: int) -> list[asyncpg.Record]:
+    rows = await pool.fetch(
+        "SELECT id, order_id, user_id, integration_id, processor_reference, amount_minor, bonus_minor, fee_minor,"
+        " charge_minor, currency, status_reason, updated_at FROM payments WHERE status = 'needs_review'"
+        " ORDER BY updated_at LIMIT $1",
+        limit,
+    )
+    return list(rows)
+
+
+async def insert_review(
+    conn: Connection, payment_id: uuid.UUID, decision: ReviewDecision, decided_by: str, note: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO payment_reviews (payment_id, decision, decided_by, note) VALUES ($1, $2, $3, $4)",
+        payment_id,
+        decision,
+        decided_by,
+        note,
+    )
+
+
+async def get_review(conn: Connection, payment_id: uuid.UUID) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow("SELECT * FROM payment_reviews WHERE payment_id = $1", payment_id)
+    return row
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+
+# Retention rules for the runtime's janitor: $1 the cutoff, $2 the batch size. The parsed event stays.
+FORGET_EVENT_BODIES_SQL = (
+    "UPDATE processor_events SET body = NULL WHERE id IN (SELECT id FROM processor_events"
+    " WHERE body IS NOT NULL AND received_at < $1 LIMIT $2)"
+)
+DELETE_SANDBOX_CHECKOUTS_SQL = (
+    "DELETE FROM sandbox_checkouts WHERE reference IN (SELECT reference FROM sandbox_checkouts"
+    " WHERE created_at < $1 LIMIT $2)"
+)

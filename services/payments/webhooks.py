@@ -36,7 +36,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         raise Problem(401, "Invalid signature", str(exc)) from None
     try:
         events = adapter.parse_webhook(request.headers, body)
-    except MalformedWebhook as exc:
+    except (MalformedWebhook, RecursionError) as exc:  # RecursionError: JSON nested deeper than any parser goes
         WEBHOOKS_RECEIVED.labels(integration_id, "bad_request").inc()
         raise Problem(400, "Malformed webhook", str(exc)) from None
     for event in events:

@@ -10,16 +10,15 @@ import pytest
 from pydantic import SecretStr
 
 from services.page.domain import (
-    InvalidTopup,
     OrderStatus,
-    PricedTopup,
     after_credit_applied,
     after_payment_failed,
+    after_payment_needs_review,
     after_payment_succeeded,
     parse_major_amount,
-    price_topup,
     request_fingerprint,
 )
+from shared.pricing import InvalidTopup, PricedTopup, price_topup
 from shared.settings import AmountSettings, Fee, IntegrationSettings, Package
 
 AMOUNTS = AmountSettings(
@@ -259,7 +258,14 @@ O = OrderStatus  # noqa: E741
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [(O.PENDING, O.PAID), (O.FAILED, O.PAID), (O.EXPIRED, O.PAID), (O.PAID, None), (O.CREDITED, None)],
+    [
+        (O.PENDING, O.PAID),
+        (O.FAILED, O.PAID),
+        (O.EXPIRED, O.PAID),
+        (O.UNDER_REVIEW, O.PAID),  # an operator credited it
+        (O.PAID, None),
+        (O.CREDITED, None),
+    ],
 )
 def test_after_payment_succeeded(status: OrderStatus, expected: OrderStatus | None) -> None:
     assert after_payment_succeeded(status) == expected
@@ -270,7 +276,20 @@ def test_after_payment_succeeded(status: OrderStatus, expected: OrderStatus | No
     [
         (O.PENDING, "failed", O.FAILED),
         (O.PENDING, "expired", O.EXPIRED),
-        (O.PENDING, "needs_review", O.FAILED),
+        # Older payments versions sent needs_review as a failure: it is held for review, not failed.
+        (O.PENDING, "needs_review", O.UNDER_REVIEW),
+        (O.FAILED, "needs_review", O.UNDER_REVIEW),
+        (O.CREDITED, "needs_review", None),
+        # An operator refunded a payment under review.
+        (O.UNDER_REVIEW, "rejected", O.REFUNDED),
+        (O.PENDING, "rejected", O.REFUNDED),
+        (O.REFUNDED, "needs_review", None),
+        (O.REFUNDED, "rejected", None),
+        (O.PAID, "rejected", None),
+        (O.CREDITED, "rejected", None),
+        (O.FAILED, "rejected", None),
+        (O.UNDER_REVIEW, "failed", None),
+        (O.UNDER_REVIEW, "expired", None),
         (O.PAID, "failed", None),
         (O.PAID, "expired", None),
         (O.CREDITED, "failed", None),
@@ -298,6 +317,31 @@ def test_after_credit_applied(status: OrderStatus, expected: OrderStatus | None)
     assert after_credit_applied(status) == expected
 
 
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (O.PENDING, O.UNDER_REVIEW),
+        # A late success for the wrong amount after a failure or expiry: the money may be taken.
+        (O.FAILED, O.UNDER_REVIEW),
+        (O.EXPIRED, O.UNDER_REVIEW),
+        (O.UNDER_REVIEW, None),
+        (O.PAID, None),
+        (O.CREDITED, None),
+    ],
+)
+def test_after_payment_needs_review(status: OrderStatus, expected: OrderStatus | None) -> None:
+    assert after_payment_needs_review(status) == expected
+
+
+def test_every_status_has_an_answer_to_every_event() -> None:
+    for status in O:
+        for payment_status in ("failed", "expired", "rejected", "needs_review"):
+            assert after_payment_failed(status, payment_status) in (*O, None)
+        assert after_payment_succeeded(status) in (*O, None)
+        assert after_payment_needs_review(status) in (*O, None)
+        assert after_credit_applied(status) in (*O, None)
+
+
 def apply(status: OrderStatus, event: str) -> OrderStatus:
     if event == "succeeded":
         new = after_payment_succeeded(status)
@@ -305,6 +349,10 @@ def apply(status: OrderStatus, event: str) -> OrderStatus:
         new = after_payment_failed(status, "failed")
     elif event == "expired":
         new = after_payment_failed(status, "expired")
+    elif event == "needs_review":
+        new = after_payment_needs_review(status)
+    elif event == "rejected":
+        new = after_payment_failed(status, "rejected")
     else:
         new = after_credit_applied(status)
     return new or status
@@ -348,3 +396,21 @@ def test_first_failure_wins(events: tuple[str, ...]) -> None:
 def test_duplicates_change_nothing(event: str) -> None:
     once = apply(O.PENDING, event)
     assert apply(once, event) is once
+
+
+@pytest.mark.parametrize(
+    ("events", "final"),
+    [
+        (("needs_review", "succeeded", "credited"), O.CREDITED),  # settled --credit
+        (("needs_review", "credited", "succeeded"), O.CREDITED),
+        (("needs_review", "rejected"), O.REFUNDED),  # settled --reject
+        (("failed", "needs_review", "rejected"), O.REFUNDED),
+        (("needs_review", "rejected", "needs_review"), O.REFUNDED),  # a replayed review does not reopen it
+        (("needs_review", "failed"), O.UNDER_REVIEW),  # a late failure does not end a review
+    ],
+)
+def test_review_ends_credited_or_refunded(events: tuple[str, ...], final: OrderStatus) -> None:
+    status = O.PENDING
+    for event in events:
+        status = apply(status, event)
+    assert status is final

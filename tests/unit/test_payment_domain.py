@@ -1,4 +1,5 @@
-"""services/payments/domain.py: the payment state machine, decided from state and event alone."""
+"""services/payments/domain.py: the payment state machine, decided from state and event alone, and
+the healing rules (polling, re-announcing, unmatched events, review)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,24 @@ import itertools
 
 import pytest
 
-from services.payments.domain import TRANSITIONS, Decision, PaymentStatus, decide
+from services.payments.domain import (
+    TRANSITIONS,
+    UNKNOWN_EVENT_MAX_AGE_S,
+    UNKNOWN_EVENT_MAX_ATTEMPTS,
+    Decision,
+    PaymentStatus,
+    PollAction,
+    ReviewDecision,
+    ReviewRefused,
+    decide,
+    doubling_backoff_s,
+    next_announce_in_s,
+    next_poll_in_s,
+    next_reexamination_in_s,
+    poll_action,
+    poll_lease_s,
+    settle_review,
+)
 from services.payments.processors.base import EventKind, ProcessorEvent
 
 S = PaymentStatus
@@ -54,6 +72,10 @@ EXPECTED: dict[tuple[PaymentStatus, EventKind], PaymentStatus | None] = {
     (S.NEEDS_REVIEW, K.SUCCEEDED): None,
     (S.NEEDS_REVIEW, K.FAILED): None,
     (S.NEEDS_REVIEW, K.EXPIRED): None,
+    (S.REJECTED, K.PENDING): None,
+    (S.REJECTED, K.SUCCEEDED): None,
+    (S.REJECTED, K.FAILED): None,
+    (S.REJECTED, K.EXPIRED): None,
 }
 
 
@@ -144,3 +166,127 @@ def test_any_order_with_a_success_ends_succeeded(order: tuple[EventKind, ...]) -
         if seen_success:
             assert status is S.SUCCEEDED
     assert status is S.SUCCEEDED
+
+
+# --- backoff ----------------------------------------------------------------------------------------
+
+
+def test_doubling_backoff_starts_at_first_doubles_and_is_capped() -> None:
+    assert [doubling_backoff_s(step, 1.0, 10.0) for step in range(6)] == [1, 2, 4, 8, 10, 10]
+    assert doubling_backoff_s(-3, 1.0, 10.0) == 1.0
+    assert doubling_backoff_s(10**6, 30.0, 900.0) == 900.0  # no overflow for huge steps
+
+
+def test_poll_backoff_schedule() -> None:
+    # After the 1st, 2nd... poll that changed nothing: 30 s, 60 s, 120 s... at most 900 s.
+    assert [next_poll_in_s(n, 30.0, 900.0) for n in range(1, 8)] == [30, 60, 120, 240, 480, 900, 900]
+
+
+def test_poll_backoff_never_exceeds_the_maximum_even_below_the_interval() -> None:
+    assert next_poll_in_s(1, 30.0, 10.0) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "batch", "concurrency", "interval_s", "lease_s"),
+    [(10.0, 50, 10, 30.0, 80.0), (10.0, 51, 10, 30.0, 90.0), (1.0, 1, 10, 1.0, 2.0), (2.0, 10, 1, 0.5, 20.5)],
+)
+def test_poll_lease_covers_the_whole_batch_of_timeouts(
+    timeout_s: float, batch: int, concurrency: int, interval_s: float, lease_s: float
+) -> None:
+    assert poll_lease_s(timeout_s, batch, concurrency, interval_s) == lease_s
+
+
+# --- what the poller does ----------------------------------------------------------------------------
+
+GRACE_S = 3600.0
+UNCONFIRMED_S = 1800.0
+
+
+def action(status: PaymentStatus, has_reference: bool = True, since_change_s: float = 60.0) -> PollAction:
+    return poll_action(status, has_reference, since_change_s, GRACE_S, UNCONFIRMED_S)
+
+
+@pytest.mark.parametrize("status", [S.SUCCEEDED, S.NEEDS_REVIEW, S.REJECTED])
+@pytest.mark.parametrize("has_reference", [True, False])
+def test_settled_payments_are_never_polled(status: PaymentStatus, has_reference: bool) -> None:
+    assert action(status, has_reference) is PollAction.RETIRE
+
+
+@pytest.mark.parametrize("status", [S.CREATED, S.PENDING])
+def test_open_payments_with_a_reference_are_asked_about_however_old(status: PaymentStatus) -> None:
+    for since_change_s in (0.0, GRACE_S + 1, 10 * GRACE_S):
+        assert action(status, True, since_change_s) is PollAction.ASK
+
+
+@pytest.mark.parametrize("status", [S.FAILED, S.EXPIRED])
+def test_failed_and_expired_are_asked_about_during_the_grace_period_only(status: PaymentStatus) -> None:
+    assert action(status, True, 0.0) is PollAction.ASK
+    assert action(status, True, GRACE_S) is PollAction.ASK
+    assert action(status, True, GRACE_S + 0.001) is PollAction.RETIRE
+    # Without a reference there is nothing to ask: a late success would come by webhook only.
+    assert action(status, False, 1.0) is PollAction.RETIRE
+
+
+@pytest.mark.parametrize("status", [S.CREATED, S.PENDING])
+def test_checkout_never_confirmed_expires_once_it_would_have_expired(status: PaymentStatus) -> None:
+    assert action(status, False, 0.0) is PollAction.WAIT
+    assert action(status, False, UNCONFIRMED_S - 0.001) is PollAction.WAIT
+    assert action(status, False, UNCONFIRMED_S) is PollAction.EXPIRE_UNCONFIRMED
+
+
+def test_every_status_has_a_poll_action() -> None:
+    for status, has_reference, since in itertools.product(S, [True, False], [0.0, GRACE_S * 2]):
+        assert isinstance(action(status, has_reference, since), PollAction)
+
+
+# --- the credit safety net ----------------------------------------------------------------------------
+
+
+def test_reannouncements_back_off_from_twice_sweep_after_up_to_the_maximum() -> None:
+    # The first announcement waits sweep_after_s after the success; then 600, 1200, 2400, 3600, 3600.
+    assert [next_announce_in_s(n, 300.0, 3600.0) for n in range(1, 7)] == [600, 1200, 2400, 3600, 3600, 3600]
+
+
+def test_reannouncements_in_a_ten_second_outage_reach_past_it() -> None:
+    # With sweep_after_s = 5: at 5 s (lost in the outage), at 15 s (after it): converges.
+    first_at = 5.0
+    second_at = first_at + next_announce_in_s(1, 5.0, 3600.0)
+    assert first_at < 10.0 < second_at <= 20.0
+
+
+# --- events for payments not found ----------------------------------------------------------------
+
+
+def test_unmatched_event_is_looked_at_again_with_backoff() -> None:
+    assert [next_reexamination_in_s(n, 0.0, 30.0, 900.0) for n in range(1, 7)] == [30, 60, 120, 240, 480, 900]
+
+
+def test_unmatched_event_is_given_up_after_enough_looks_or_age() -> None:
+    assert next_reexamination_in_s(UNKNOWN_EVENT_MAX_ATTEMPTS - 1, 0.0, 30.0, 900.0) == 900.0
+    assert next_reexamination_in_s(UNKNOWN_EVENT_MAX_ATTEMPTS, 0.0, 30.0, 900.0) is None
+    assert next_reexamination_in_s(1, UNKNOWN_EVENT_MAX_AGE_S - 1, 30.0, 900.0) == 30.0
+    assert next_reexamination_in_s(1, UNKNOWN_EVENT_MAX_AGE_S, 30.0, 900.0) is None
+
+
+# --- review -----------------------------------------------------------------------------------------
+
+
+def test_review_credit_makes_the_payment_succeeded() -> None:
+    assert settle_review(S.NEEDS_REVIEW, ReviewDecision.CREDIT) is S.SUCCEEDED
+
+
+def test_review_reject_makes_the_payment_rejected() -> None:
+    assert settle_review(S.NEEDS_REVIEW, ReviewDecision.REJECT) is S.REJECTED
+
+
+@pytest.mark.parametrize("status", [s for s in S if s is not S.NEEDS_REVIEW])
+@pytest.mark.parametrize("decision", list(ReviewDecision))
+def test_only_a_payment_held_for_review_can_be_settled(status: PaymentStatus, decision: ReviewDecision) -> None:
+    # Settling twice is refused too: after the first decision the payment is succeeded or rejected.
+    with pytest.raises(ReviewRefused, match=status.value):
+        settle_review(status, decision)
+
+
+@pytest.mark.parametrize("kind", list(K))
+def test_a_rejected_payment_never_moves_again(kind: EventKind) -> None:
+    assert decide(S.REJECTED, CHARGE, CURRENCY, event(kind)) == Decision(None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ from services.payments.processors.base import (
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 TOLERANCE_S = 300
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
 REQUEST_TIMEOUT_S = 10
 EVENT_KINDS = {
     "checkout.succeeded": EventKind.SUCCEEDED,
@@ -61,10 +63,12 @@ def verify_sandbox_signature(secret: str, header: str | None, body: bytes, now_s
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
         fields.setdefault(key, []).append(value)
-    try:
-        timestamp = int(fields["t"][0])
-    except (KeyError, ValueError):
-        raise InvalidSignature("signature header has no valid timestamp") from None
+    # Unix seconds: 1-12 ASCII digits. Anything else is no timestamp; a huge one would overflow the
+    # float comparison below, where this function promises InvalidSignature.
+    raw_timestamp = fields.get("t", [""])[0]
+    if not TIMESTAMP.fullmatch(raw_timestamp):
+        raise InvalidSignature("signature header has no valid timestamp")
+    timestamp = int(raw_timestamp)
     if abs(now_s - timestamp) > TOLERANCE_S:
         raise InvalidSignature("signature timestamp outside the tolerance")
     expected = sign_sandbox_payload(secret, body, timestamp).split("v1=", 1)[1]
