@@ -1,16 +1,19 @@
-"""aiohttp plumbing: RFC 9457 problem bodies, the middleware every service runs (errors, metrics,
-correlation id), health and metrics endpoints, and starting a site with a clear error for a taken port."""
+"""aiohttp plumbing: RFC 9457 problem bodies, the middleware every service runs (malformed input,
+errors, metrics, correlation id, headers every response carries), health and metrics endpoints, and
+starting a site with a clear error for a taken port."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
+from multidict import MultiDictProxy, MultiMapping
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.logging import CORRELATION_HEADER, accept_correlation_id, correlation_id_var, get_logger
@@ -23,6 +26,14 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 PROBLEM_TYPE = "application/problem+json"
 MAX_JSON_BODY_BYTES = 64 * 1024
+# For bodies that carry balances or a driver's orders: no cache, shared or private, may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
+# No browser may guess a type other than the declared one (e.g. run a JSON error body as HTML).
+EVERY_RESPONSE_HEADERS = {"X-Content-Type-Options": "nosniff"}
+# Request headers read as credentials or identifiers: bytes there that are not UTF-8 make the request
+# malformed (400), never something to decode, compare or store. (X-Correlation-Id is not listed: an
+# unsafe one is replaced by a new id.)
+STRICT_HEADERS = ("Authorization", "Cookie", "Idempotency-Key", "X-CSRF-Token", "Content-Type")
 
 
 class Problem(Exception):
@@ -44,8 +55,8 @@ def problem_response(problem: Problem) -> web.Response:
     return web.Response(status=problem.status, text=json.dumps(body), content_type=PROBLEM_TYPE)
 
 
-def json_response(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+def json_response(body: dict[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -55,11 +66,41 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise Problem(400, "Malformed JSON", "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Problem(400, "Malformed JSON", "the request body must be a JSON object")
     return body
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The request body as a form, or a 400 problem if it cannot be read as one."""
+    try:
+        return await request.post()
+    # Undecodable text, an unknown charset, a multipart body without parts or with broken part headers.
+    except (ValueError, LookupError, HttpProcessingError):
+        raise Problem(400, "Malformed form", "the request body is not a readable form") from None
+
+
+def _not_utf8(value: str) -> bool:
+    # aiohttp hands undecodable header bytes through as surrogate escapes.
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def malformed_request(headers: MultiMapping[str], path: str, query: MultiMapping[str]) -> str | None:
+    """Why a request (its headers, decoded path and query) is unreadable before any handler looks at it, or None."""
+    for name in STRICT_HEADERS:
+        if any(_not_utf8(value) for value in headers.getall(name, ())):
+            return f"the {name} header is not valid UTF-8"
+    # No identifier or parameter has any use for NUL or undecodable bytes, and PostgreSQL refuses them.
+    parts = [path, *query.keys(), *query.values()]
+    if any("\x00" in part or _not_utf8(part) for part in parts):
+        return "the URL has characters no parameter may hold"
+    return None
 
 
 def _route_name(request: web.Request) -> str:
@@ -75,6 +116,9 @@ def service_middleware(service: str) -> Middleware:
         status = 500
         try:
             try:
+                malformed = malformed_request(request.headers, request.path, request.query)
+                if malformed is not None:
+                    raise Problem(400, "Malformed request", malformed)
                 response = await handler(request)
             except Problem as problem:
                 response = problem_response(problem)
@@ -91,9 +135,12 @@ def service_middleware(service: str) -> Middleware:
                 log.exception("unhandled_error", path=request.path, method=request.method)
                 response = problem_response(Problem(500, "Internal error"))
             status = response.status
+            if not response.prepared:
+                response.headers.update(EVERY_RESPONSE_HEADERS)
             return response
         except web.HTTPException as exc:  # redirects
             status = exc.status
+            exc.headers.update(EVERY_RESPONSE_HEADERS)
             raise
         finally:
             route = _route_name(request)

@@ -9,7 +9,7 @@ from aiohttp import web
 from services.page import service, store
 from services.page.sessions import api_user
 from shared.amqp import RpcClient
-from shared.http import Problem, json_response, read_json_object
+from shared.http import NO_STORE, Problem, json_response, read_json_object
 from shared.runtime import POOL_KEY, SETTINGS_KEY
 
 RPC_KEY = web.AppKey("rpc", RpcClient)
@@ -22,7 +22,7 @@ async def create_topup(request: web.Request) -> web.Response:
     order = await service.create_topup(
         request.app[SETTINGS_KEY], request.app[POOL_KEY], request.app[RPC_KEY], user_id, idempotency_key, body
     )
-    return json_response(service.order_body(order), status=201)
+    return json_response(service.order_body(order), status=201, headers=NO_STORE)
 
 
 def parse_order_id(request: web.Request) -> uuid.UUID:
@@ -37,7 +37,7 @@ async def get_topup(request: web.Request) -> web.Response:
     order = await store.get_order(request.app[POOL_KEY], parse_order_id(request), user_id)
     if order is None:
         raise Problem(404, "No such top-up")
-    return json_response(service.order_body(order))
+    return json_response(service.order_body(order), headers=NO_STORE)
 
 
 def add_routes(app: web.Application) -> None:

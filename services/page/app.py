@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from services.page import api, consumers, pages
-from shared.amqp import PAGE_QUEUE, IdempotentConsumer, RpcClient
-from shared.messages import CreditApplied, PaymentFailed, PaymentSucceeded
+from shared.amqp import PAGE_QUEUE, IdempotentConsumer, RpcClient, trusted_publishers
+from shared.messages import CreditApplied, PaymentFailed, PaymentNeedsReview, PaymentSucceeded
 from shared.runtime import Runtime
 
 NAME = "page"
 
 
 async def build(runtime: Runtime) -> None:
-    rpc = RpcClient(runtime.settings.amqp)
+    rpc = RpcClient(runtime.settings.amqp, NAME)
     runtime.on_cleanup(rpc.close)
     runtime.app[api.RPC_KEY] = rpc
     api.add_routes(runtime.app)
@@ -23,7 +23,10 @@ async def build(runtime: Runtime) -> None:
         {
             PaymentSucceeded: consumers.on_payment_succeeded,
             PaymentFailed: consumers.on_payment_failed,
+            PaymentNeedsReview: consumers.on_payment_needs_review,
             CreditApplied: consumers.on_credit_applied,
         },
+        publishers=trusted_publishers(runtime.settings.amqp),
     )
     await consumer.start(runtime.connection, runtime.settings.amqp.prefetch)
+    runtime.add_consumer(consumer)

@@ -26,11 +26,21 @@ MESSAGES: dict[str, dict[str, str]] = {
         "status_credited": "Done! Your balance has been topped up.",
         "status_failed": "The payment did not go through. You have not been charged.",
         "status_expired": "The payment was not completed in time.",
+        "status_under_review": (
+            "We received your payment, but it needs a check by our staff before it reaches your balance."
+            " Please do not pay again: you will be credited or refunded."
+        ),
+        "status_refunded": "Our staff returned your payment to you. Your balance has not changed.",
         "new_balance": "New balance: {balance}",
         "back_to_app": "Back to app",
         "try_again": "Try again",
         "unauthorized": "Please open the top-up from the app again.",
         "error": "Something went wrong",
+        "demo_banner": "Demo — no real money is taken; balances are not real",
+        "account": "Topping up account {account}",
+        "switch_question": "You are signed in as {current}. Switch to {new}?",
+        "switch_confirm": "Switch to {new}",
+        "switch_stay": "Stay signed in as {current}",
     },
     "bg": {
         "title": "Зареди баланса си",
@@ -47,11 +57,21 @@ MESSAGES: dict[str, dict[str, str]] = {
         "status_credited": "Готово! Балансът ви е зареден.",
         "status_failed": "Плащането не премина. Не сте таксувани.",
         "status_expired": "Плащането не беше завършено навреме.",
+        "status_under_review": (
+            "Получихме плащането ви, но преди да стигне до баланса ви, то трябва да бъде проверено от"
+            " нашия екип. Моля, не плащайте отново: сумата ще бъде добавена към баланса ви или възстановена."
+        ),
+        "status_refunded": "Нашият екип ви върна плащането. Балансът ви не е променен.",
         "new_balance": "Нов баланс: {balance}",
         "back_to_app": "Обратно към приложението",
         "try_again": "Опитайте отново",
         "unauthorized": "Моля, отворете зареждането отново от приложението.",
         "error": "Нещо се обърка",
+        "demo_banner": "Демо — не се взимат истински пари; балансите не са истински",
+        "account": "Зареждане на сметка {account}",
+        "switch_question": "Влезли сте като {current}. Да превключим ли към {new}?",
+        "switch_confirm": "Превключи към {new}",
+        "switch_stay": "Остани като {current}",
     },
 }
 

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from services.page import domain, store
+from shared import pricing
 from shared.amqp import CHECKOUT_RPC_QUEUE, RpcClient, RpcError, RpcTimeout
 from shared.http import Problem
 from shared.logging import correlation_id_var, get_logger, new_correlation_id
@@ -37,12 +38,12 @@ async def create_topup(
 ) -> store.Order:
     """Create the order (or find the one this key made) and make sure it has a checkout. A retry with
     the same key after any failure resumes the same order; the checkout RPC is idempotent on it."""
-    integration_id = domain.integration_for_user(settings, user_id)
+    integration_id = pricing.integration_for_user(settings, user_id)
     try:
-        priced = domain.price_topup(
+        priced = pricing.price_topup(
             body, settings.amounts, settings.integrations[integration_id], settings.operator.currency
         )
-    except domain.InvalidTopup as exc:
+    except pricing.InvalidTopup as exc:
         raise Problem(422, "Invalid top-up", exc.detail, field=exc.field) from None
     order = await store.insert_or_get_order(
         pool,
@@ -62,10 +63,8 @@ async def create_topup(
         user_id=order.user_id,
         integration_id=order.integration_id,
         method=order.method,
-        amount_minor=order.amount_minor,
-        bonus_minor=order.bonus_minor,
-        fee_minor=order.fee_minor,
-        currency=order.currency,
+        package_id=order.package_id,
+        amount_minor=None if order.package_id is not None else order.amount_minor,
         return_url=f"{settings.services.page_public_url.rstrip('/')}/topup/{order.id}/return",
     )
     token = correlation_id_var.set(order.correlation_id)
@@ -84,6 +83,12 @@ async def create_topup(
         correlation_id_var.reset(token)
     RPC_REQUESTS.labels("client", "ok").inc()
     created = CheckoutCreated.model_validate(reply)
+    charged = (created.amount_minor, created.bonus_minor, created.fee_minor, created.currency)
+    if charged != (order.amount_minor, order.bonus_minor, order.fee_minor, order.currency):
+        # Payments prices from its own configuration; during a price change the two may differ for a
+        # moment. The driver is never charged other terms than the order shows.
+        log.warning("checkout_terms_differ", order_id=str(order.id), charged=charged)
+        raise Problem(503, "Prices are being updated", "try again shortly with the same Idempotency-Key")
     log.info(
         "topup_created", order_id=str(order.id), payment_id=str(created.payment_id), correlation_id=order.correlation_id
     )

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.page.domain import OrderStatus, PricedTopup
+from services.page.domain import OrderStatus
 from shared.db import Connection, record_to
+from shared.pricing import PricedTopup
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Order:
     id: uuid.UUID
     user_id: str
     request_hash: str
+    package_id: str | None
     amount_minor: int
     bonus_minor: int
     fee_minor: int

@@ -13,10 +13,12 @@ import pytest
 
 from services.page.launch import (
     InvalidLaunch,
+    LaunchClaims,
     Session,
     decode_session,
     encode_session,
     issue_launch_token,
+    new_session,
     verify_launch_token,
 )
 
@@ -24,6 +26,8 @@ SECRET = "launch-secret-0123456789abcdefghijklmnop"
 OTHER_SECRET = "another-secret-0123456789abcdefghijklmn"
 NOW = 1_700_000_000
 MAX_AGE = 900
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
+SESSION_MAX_AGE = 3600
 
 
 def craft(claims: dict[str, Any], secret: str = SECRET, algorithm: str = "HS256") -> str:
@@ -44,14 +48,21 @@ def raw_token(header: dict[str, Any], claims: dict[str, Any], secret: str | None
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"sub": "user-42", "locale": "bg", "iat": NOW, "exp": NOW + 600}
+    base: dict[str, Any] = {"sub": "user-42", "locale": "bg", "iat": NOW, "exp": NOW + 600, "jti": "jti-1"}
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not ...}
 
 
-def invalid(token: str, now_s: int = NOW, secret: str = SECRET, max_age_s: int = MAX_AGE) -> str:
+def verify(
+    token: str, now_s: int = NOW, secret: str = SECRET, max_age_s: int = MAX_AGE, **rules: Any
+) -> tuple[str, str]:
+    verified = verify_launch_token(secret, token, now_s, max_age_s=max_age_s, user_id_pattern=USER_ID_PATTERN, **rules)
+    return verified.user_id, verified.locale
+
+
+def invalid(token: str, now_s: int = NOW, secret: str = SECRET, max_age_s: int = MAX_AGE, **rules: Any) -> str:
     with pytest.raises(InvalidLaunch) as info:
-        verify_launch_token(secret, token, now_s, max_age_s)
+        verify(token, now_s, secret, max_age_s, **rules)
     return str(info.value)
 
 
@@ -60,31 +71,50 @@ def invalid(token: str, now_s: int = NOW, secret: str = SECRET, max_age_s: int =
 
 def test_round_trip() -> None:
     token = issue_launch_token(SECRET, "user-42", "bg", NOW, 600)
-    assert verify_launch_token(SECRET, token, NOW, MAX_AGE) == ("user-42", "bg")
-    assert verify_launch_token(SECRET, token, NOW + 599, MAX_AGE) == ("user-42", "bg")
+    assert verify(token, NOW) == ("user-42", "bg")
+    assert verify(token, NOW + 599) == ("user-42", "bg")
 
 
 def test_issued_token_is_hs256_with_the_expected_claims() -> None:
     token = issue_launch_token(SECRET, "user-42", "en", NOW, 900)
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
-    assert jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False}) == {
-        "sub": "user-42",
-        "locale": "en",
-        "iat": NOW,
-        "exp": NOW + 900,
-    }
+    decoded = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    assert decoded.pop("jti")
+    assert decoded == {"sub": "user-42", "locale": "en", "iat": NOW, "exp": NOW + 900}
+
+
+def test_each_issued_token_has_its_own_jti() -> None:
+    first, second = (
+        verify_launch_token(
+            SECRET, issue_launch_token(SECRET, "u1", "en", NOW, 60), NOW, max_age_s=60, user_id_pattern=USER_ID_PATTERN
+        )
+        for _ in range(2)
+    )
+    assert first.jti != second.jti
+
+
+def test_issued_token_carries_audience_and_issuer_when_given() -> None:
+    token = issue_launch_token(SECRET, "user-42", "en", NOW, 60, audience="evtopup-page", issuer="cpo-app")
+    assert verify(token, audience="evtopup-page", issuer="cpo-app") == ("user-42", "en")
+
+
+def test_verified_claims() -> None:
+    token = craft(claims(jti="abc"))
+    assert verify_launch_token(SECRET, token, NOW, max_age_s=MAX_AGE, user_id_pattern=USER_ID_PATTERN) == (
+        LaunchClaims(user_id="user-42", locale="bg", jti="abc", expires_at=NOW + 600)
+    )
 
 
 def test_handcrafted_token_is_accepted() -> None:
     # Control for the raw_token helper used below.
-    assert verify_launch_token(SECRET, raw_token({"alg": "HS256", "typ": "JWT"}, claims()), NOW, MAX_AGE) == (
+    assert verify(raw_token({"alg": "HS256", "typ": "JWT"}, claims()), NOW) == (
         "user-42",
         "bg",
     )
 
 
 def test_missing_locale_is_an_empty_locale() -> None:
-    assert verify_launch_token(SECRET, craft(claims(locale=...)), NOW, MAX_AGE) == ("user-42", "")
+    assert verify(craft(claims(locale=...)), NOW) == ("user-42", "")
 
 
 @pytest.mark.parametrize("now_s", [NOW + 600, NOW + 601, NOW + 10_000])
@@ -99,7 +129,7 @@ def test_token_lifetime_longer_than_max_age() -> None:
 
 def test_token_lifetime_equal_to_max_age_is_accepted() -> None:
     token = issue_launch_token(SECRET, "user-42", "bg", NOW, MAX_AGE)
-    assert verify_launch_token(SECRET, token, NOW, MAX_AGE) == ("user-42", "bg")
+    assert verify(token, NOW) == ("user-42", "bg")
 
 
 def test_max_age_is_the_callers() -> None:
@@ -120,7 +150,7 @@ def test_iat_too_far_in_the_future(skew: int) -> None:
 @pytest.mark.parametrize("skew", [0, 30, 60])
 def test_small_clock_skew_is_tolerated(skew: int) -> None:
     token = craft(claims(iat=NOW + skew, exp=NOW + skew + 60))
-    assert verify_launch_token(SECRET, token, NOW, MAX_AGE) == ("user-42", "bg")
+    assert verify(token, NOW) == ("user-42", "bg")
 
 
 def test_wrong_secret() -> None:
@@ -161,19 +191,82 @@ def test_garbage_token(token: str) -> None:
     assert "not valid" in invalid(token)
 
 
-@pytest.mark.parametrize("missing", ["sub", "exp", "iat"])
+@pytest.mark.parametrize("missing", ["sub", "exp", "iat", "jti"])
 def test_missing_required_claim(missing: str) -> None:
     invalid(craft(claims(**{missing: ...})))
 
 
-@pytest.mark.parametrize("sub", [123, None, ["user-42"], {"id": "user-42"}, "", "x" * 65])
+@pytest.mark.parametrize(
+    "sub",
+    [
+        123,
+        None,
+        ["user-42"],
+        {"id": "user-42"},
+        "",
+        "x" * 65,
+        "user-42\n",
+        "-user",
+        "us er",
+        "user/42",
+        "usér",
+        "a\x00",
+    ],
+)
 def test_bad_sub(sub: Any) -> None:
     token = raw_token({"alg": "HS256", "typ": "JWT"}, claims(sub=sub))
     assert "not valid" in invalid(token)
 
 
+def test_sub_must_match_the_configured_pattern() -> None:
+    token = craft(claims(sub="12345"))
+    assert verify_launch_token(SECRET, token, NOW, max_age_s=MAX_AGE, user_id_pattern=r"[0-9]+").user_id == "12345"
+    with pytest.raises(InvalidLaunch):
+        verify_launch_token(SECRET, craft(claims(sub="user-42")), NOW, max_age_s=MAX_AGE, user_id_pattern=r"[0-9]+")
+
+
+@pytest.mark.parametrize("jti", ["", "j" * 129, 7, ["jti"]])
+def test_bad_jti(jti: Any) -> None:
+    assert "not valid" in invalid(raw_token({"alg": "HS256", "typ": "JWT"}, claims(jti=jti)))
+
+
+def test_jti_of_128_characters_is_accepted() -> None:
+    assert verify(craft(claims(jti="j" * 128))) == ("user-42", "bg")
+
+
+@pytest.mark.parametrize("token", ["é" + "a" * 40, "eyJ\udcff.a.b"])
+def test_non_ascii_token(token: str) -> None:
+    assert "not valid" in invalid(token)
+
+
+# --- audience and issuer: checked only when configured ---------------------------------------------
+
+
+def test_audience_and_issuer_are_ignored_when_not_configured() -> None:
+    assert verify(craft(claims(aud="anything", iss="anyone"))) == ("user-42", "bg")
+
+
+@pytest.mark.parametrize("aud", ["evtopup-page", ["other", "evtopup-page"]])
+def test_configured_audience_accepted(aud: Any) -> None:
+    assert verify(craft(claims(aud=aud)), audience="evtopup-page") == ("user-42", "bg")
+
+
+@pytest.mark.parametrize("aud", [..., "other", ["other"], ""])
+def test_configured_audience_required(aud: Any) -> None:
+    assert "not valid" in invalid(craft(claims(aud=aud)), audience="evtopup-page")
+
+
+def test_configured_issuer_accepted() -> None:
+    assert verify(craft(claims(iss="cpo-app")), issuer="cpo-app") == ("user-42", "bg")
+
+
+@pytest.mark.parametrize("iss", [..., "someone-else", ""])
+def test_configured_issuer_required(iss: Any) -> None:
+    assert "not valid" in invalid(craft(claims(iss=iss)), issuer="cpo-app")
+
+
 def test_sub_of_64_characters_is_accepted() -> None:
-    assert verify_launch_token(SECRET, craft(claims(sub="u" * 64)), NOW, MAX_AGE)[0] == "u" * 64
+    assert verify(craft(claims(sub="u" * 64)), NOW)[0] == "u" * 64
 
 
 @pytest.mark.parametrize("locale", [1, ["en"], None])
@@ -181,7 +274,10 @@ def test_non_string_locale(locale: Any) -> None:
     invalid(raw_token({"alg": "HS256", "typ": "JWT"}, claims(locale=locale)))
 
 
-@pytest.mark.parametrize(("iat", "exp"), [(float(NOW), NOW + 600), (NOW, float(NOW + 600)), ("1700000000", NOW + 600)])
+@pytest.mark.parametrize(
+    ("iat", "exp"),
+    [(float(NOW), NOW + 600), (NOW, float(NOW + 600)), ("1700000000", NOW + 600), (True, NOW + 600), (NOW, True)],
+)
 def test_non_integer_times(iat: Any, exp: Any) -> None:
     invalid(raw_token({"alg": "HS256", "typ": "JWT"}, claims(iat=iat, exp=exp)))
 
@@ -189,87 +285,94 @@ def test_non_integer_times(iat: Any, exp: Any) -> None:
 # --- session cookies ----------------------------------------------------------------------------
 
 
+def cookie_for(user_id: str = "user-42", locale: str = "bg", started_at: int = NOW, secret: str = SECRET) -> str:
+    return encode_session(secret, Session(user_id, locale, "csrf-token", started_at))
+
+
 def test_session_round_trip() -> None:
-    cookie = encode_session(SECRET, "user-42", "bg", NOW, 3600)
-    session = decode_session(SECRET, cookie, NOW + 3599)
-    assert isinstance(session, Session)
-    assert (session.user_id, session.locale, session.expires_at) == ("user-42", "bg", NOW + 3600)
+    session = new_session("user-42", "bg", NOW)
+    decoded = decode_session(SECRET, encode_session(SECRET, session), NOW + 3599, SESSION_MAX_AGE)
+    assert decoded == session
+    assert decoded.expires_at(SESSION_MAX_AGE) == NOW + 3600
     assert len(session.csrf_token) >= 32
 
 
 def test_each_session_has_its_own_csrf_token() -> None:
-    first = decode_session(SECRET, encode_session(SECRET, "u", "en", NOW, 60), NOW)
-    second = decode_session(SECRET, encode_session(SECRET, "u", "en", NOW, 60), NOW)
-    assert first.csrf_token != second.csrf_token
+    assert new_session("u", "en", NOW).csrf_token != new_session("u", "en", NOW).csrf_token
 
 
 @pytest.mark.parametrize("now_s", [NOW + 3600, NOW + 3601, NOW + 10**6])
-def test_expired_session(now_s: int) -> None:
-    cookie = encode_session(SECRET, "user-42", "bg", NOW, 3600)
+def test_session_expires_max_age_after_it_started(now_s: int) -> None:
     with pytest.raises(InvalidLaunch, match="expired"):
-        decode_session(SECRET, cookie, now_s)
+        decode_session(SECRET, cookie_for(), now_s, SESSION_MAX_AGE)
+
+
+def test_a_shorter_configured_max_age_ends_older_sessions_at_once() -> None:
+    cookie = cookie_for()
+    assert decode_session(SECRET, cookie, NOW + 1000, SESSION_MAX_AGE).user_id == "user-42"
+    with pytest.raises(InvalidLaunch, match="expired"):
+        decode_session(SECRET, cookie, NOW + 1000, 600)
 
 
 def test_session_with_the_wrong_secret() -> None:
-    cookie = encode_session(OTHER_SECRET, "user-42", "bg", NOW, 3600)
     with pytest.raises(InvalidLaunch, match="not valid"):
-        decode_session(SECRET, cookie, NOW)
+        decode_session(SECRET, cookie_for(secret=OTHER_SECRET), NOW, SESSION_MAX_AGE)
 
 
 def test_session_with_a_tampered_body() -> None:
-    cookie = encode_session(SECRET, "user-42", "bg", NOW, 3600)
-    body, _, mac = cookie.rpartition(".")
+    body, _, mac = cookie_for().rpartition(".")
     data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     data["u"] = "someone-else"
-    data["e"] = NOW + 10**9
+    data["s"] = NOW + 10**9
     forged = b64(json.dumps(data, separators=(",", ":")).encode())
     with pytest.raises(InvalidLaunch, match="not valid"):
-        decode_session(SECRET, f"{forged}.{mac}", NOW)
+        decode_session(SECRET, f"{forged}.{mac}", NOW, SESSION_MAX_AGE)
 
 
 def test_session_with_a_tampered_mac() -> None:
-    cookie = encode_session(SECRET, "user-42", "bg", NOW, 3600)
+    cookie = cookie_for()
     flipped = cookie[:-1] + ("0" if cookie[-1] != "0" else "1")
     with pytest.raises(InvalidLaunch, match="not valid"):
-        decode_session(SECRET, flipped, NOW)
+        decode_session(SECRET, flipped, NOW, SESSION_MAX_AGE)
 
 
 def test_session_key_is_not_the_raw_secret() -> None:
     # A cookie MACed with the launch secret itself (not the derived key) is refused.
-    body = b64(json.dumps({"u": "user-42", "l": "en", "c": "x", "e": NOW + 60}).encode())
+    body = b64(json.dumps({"u": "user-42", "l": "en", "c": "x", "s": NOW}).encode())
     mac = hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
     with pytest.raises(InvalidLaunch):
-        decode_session(SECRET, f"{body}.{mac}", NOW)
+        decode_session(SECRET, f"{body}.{mac}", NOW, SESSION_MAX_AGE)
 
 
 def test_a_launch_token_is_not_a_session() -> None:
     token = issue_launch_token(SECRET, "user-42", "bg", NOW, 600)
     with pytest.raises(InvalidLaunch):
-        decode_session(SECRET, token, NOW)
+        decode_session(SECRET, token, NOW, SESSION_MAX_AGE)
 
 
 @pytest.mark.parametrize("cookie", ["garbage", ".", "a.b", "..", "%%%.zzz"])
 def test_garbage_session(cookie: str) -> None:
     with pytest.raises(InvalidLaunch):
-        decode_session(SECRET, cookie, NOW)
+        decode_session(SECRET, cookie, NOW, SESSION_MAX_AGE)
 
 
-@pytest.mark.parametrize("cookie", ["abc.\u00e9\u00e9", "\u00e9", "caf\u00e9.0123456789abcdef"])
+@pytest.mark.parametrize("cookie", ["abc.\u00e9\u00e9", "\u00e9", "caf\u00e9.0123456789abcdef", "abc.\udcff\udcfe"])
 def test_non_ascii_session_cookie(cookie: str) -> None:
-    # aiohttp hands such cookie values through unchanged; they must be InvalidLaunch (401), not a TypeError (500).
+    # aiohttp hands such cookie values through (undecodable bytes as surrogates); they must be
+    # InvalidLaunch (401), not a TypeError or UnicodeEncodeError (500).
     with pytest.raises(InvalidLaunch):
-        decode_session(SECRET, cookie, NOW)
+        decode_session(SECRET, cookie, NOW, SESSION_MAX_AGE)
 
 
 @pytest.mark.parametrize("cookie", [None, ""])
 def test_no_session(cookie: str | None) -> None:
     with pytest.raises(InvalidLaunch, match="no session"):
-        decode_session(SECRET, cookie, NOW)
+        decode_session(SECRET, cookie, NOW, SESSION_MAX_AGE)
 
 
 def _signed_cookie(payload: bytes) -> str:
     body = b64(payload)
-    key = hmac.new(SECRET.encode(), b"evtopup-session-v1", hashlib.sha256).digest()
+    key = hmac.new(SECRET.encode(), b"evtopup-session-v2", hashlib.sha256).digest()
     return f"{body}.{hmac.new(key, body.encode(), hashlib.sha256).hexdigest()}"
 
 
@@ -281,16 +384,20 @@ def _signed_cookie(payload: bytes) -> str:
         b'"string"',
         b"null",
         b'{"u": "user-42", "l": "en", "c": "x"}',
-        b'{"u": "user-42", "l": "en", "c": "x", "e": "soon"}',
+        b'{"u": "user-42", "l": "en", "c": "x", "s": "soon"}',
+        b'{"u": "user-42", "l": "en", "c": "x", "s": 1.5}',
+        b'{"u": "user-42", "l": "en", "c": "x", "e": 1700000060}',
         b"\xff\xfe",
     ],
 )
 def test_correctly_signed_but_malformed_session(payload: bytes) -> None:
-    # Even with a valid MAC (a secret leak, a future format), a malformed body is InvalidLaunch, not a crash.
+    # Even with a valid MAC (a secret leak, a future or past format), a malformed body is InvalidLaunch, not a crash.
     with pytest.raises(InvalidLaunch, match="not valid"):
-        decode_session(SECRET, _signed_cookie(payload), NOW)
+        decode_session(SECRET, _signed_cookie(payload), NOW, SESSION_MAX_AGE)
 
 
 def test_correctly_signed_session_control() -> None:
-    payload = json.dumps({"u": "user-42", "l": "en", "c": "csrf", "e": NOW + 60}).encode()
-    assert decode_session(SECRET, _signed_cookie(payload), NOW) == Session("user-42", "en", "csrf", NOW + 60)
+    payload = json.dumps({"u": "user-42", "l": "en", "c": "csrf", "s": NOW}).encode()
+    assert decode_session(SECRET, _signed_cookie(payload), NOW, SESSION_MAX_AGE) == Session(
+        "user-42", "en", "csrf", NOW
+    )
