@@ -30,9 +30,8 @@ from typing import Any
 import aio_pika
 import aiohttp
 
-from services.cli import SERVICES, setup
-from shared import db
-from tests.harness import Driver, ServiceProcess, Stack, fetch, make_stack, rabbitmqctl
+from services.cli import SERVICES
+from tests.harness import Driver, ServiceProcess, fetch, own_stack
 from tests.simulators.sandbox import send_webhook, webhook_body
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -57,88 +56,84 @@ async def create_orders(driver: Driver, count: int, concurrency: int) -> list[st
 
 async def run(topups: int, concurrency: int, rate_per_s: float | None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="evtopup-bench-"))
-    stack: Stack = make_stack(tmp)
-    # The poller has nothing to heal here; keep it out of the measurement.
-    stack.env["EVTOPUP__PAYMENTS__POLL_AFTER_S"] = "3600"
-    stack.env["EVTOPUP__PAYMENTS__SWEEP_AFTER_S"] = "3600"
-    rabbitmqctl("add_vhost", stack.vhost)
-    processes = {name: ServiceProcess(name, stack) for name in SERVICES}
+    # The poller and the sweeper have nothing to heal here; keep them out of the measurement.
+    overrides = {"EVTOPUP__PAYMENTS__POLL_AFTER_S": "3600", "EVTOPUP__PAYMENTS__SWEEP_AFTER_S": "3600"}
     try:
-        rabbitmqctl("set_permissions", "-p", stack.vhost, "guest", ".*", ".*", ".*")
-        await setup(stack.settings)
-        for process in processes.values():
-            process.start()
-        for process in processes.values():
-            await process.wait_ready()
-        connection = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:5672/{stack.vhost}")
-        async with connection, aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-            channel = await connection.channel()
-            credits_queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-            await credits_queue.bind("evtopup.events", "credit.applied")
-            credited_at: dict[str, float] = {}
-            all_credited = asyncio.Event()
+        async with own_stack(tmp, overrides) as stack:
+            processes = {name: ServiceProcess(name, stack) for name in SERVICES}
+            try:
+                for process in processes.values():
+                    process.start()
+                for process in processes.values():
+                    await process.wait_ready()
+                connection = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:5672/{stack.vhost}")
+                async with connection, aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+                    channel = await connection.channel()
+                    credits_queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+                    await credits_queue.bind("evtopup.events", "credit.applied")
+                    credited_at: dict[str, float] = {}
+                    all_credited = asyncio.Event()
 
-            async def on_credit(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                credited_at[json.loads(message.body)["data"]["order_id"]] = time.perf_counter()
-                if len(credited_at) >= topups:
-                    all_credited.set()
+                    async def on_credit(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                        credited_at[json.loads(message.body)["data"]["order_id"]] = time.perf_counter()
+                        if len(credited_at) >= topups:
+                            all_credited.set()
 
-            await credits_queue.consume(on_credit, no_ack=True)
+                    await credits_queue.consume(on_credit, no_ack=True)
 
-            driver = Driver(stack, http)
-            print(f"creating {topups} orders and checkouts...", flush=True)
-            created_started = time.perf_counter()
-            order_ids = await create_orders(driver, topups, concurrency)
-            create_s = time.perf_counter() - created_started
-            rows = await fetch(
-                stack.dsn("payments"),
-                "SELECT order_id, processor_reference, charge_minor FROM payments WHERE order_id = ANY($1::uuid[])",
-                [uuid.UUID(i) for i in order_ids],
-            )
-            print(f"sending {topups} signed webhooks, {concurrency} at a time...", flush=True)
-            sent_at: dict[str, float] = {}
-            semaphore = asyncio.Semaphore(concurrency)
-            url = stack.url("payments", "/webhooks/sandbox_main")
+                    driver = Driver(stack, http)
+                    print(f"creating {topups} orders and checkouts...", flush=True)
+                    created_started = time.perf_counter()
+                    order_ids = await create_orders(driver, topups, concurrency)
+                    create_s = time.perf_counter() - created_started
+                    rows = await fetch(
+                        stack.dsn("payments"),
+                        "SELECT order_id, processor_reference, charge_minor FROM payments"
+                        " WHERE order_id = ANY($1::uuid[])",
+                        [uuid.UUID(i) for i in order_ids],
+                    )
+                    print(f"sending {topups} signed webhooks, {concurrency} at a time...", flush=True)
+                    sent_at: dict[str, float] = {}
+                    semaphore = asyncio.Semaphore(concurrency)
+                    url = stack.url("payments", "/webhooks/sandbox_main")
 
-            async def deliver(index: int, row: Any) -> None:
-                body = webhook_body(row["processor_reference"], "succeeded", row["charge_minor"], "EUR")
-                if rate_per_s is not None:
-                    await asyncio.sleep(max(0.0, started + index / rate_per_s - time.perf_counter()))
-                async with semaphore:
-                    sent_at[str(row["order_id"])] = time.perf_counter()
-                    status = await send_webhook(http, url, stack.webhook_secret, body)
-                    assert status == 200, status
+                    async def deliver(index: int, row: Any) -> None:
+                        body = webhook_body(row["processor_reference"], "succeeded", row["charge_minor"], "EUR")
+                        if rate_per_s is not None:
+                            await asyncio.sleep(max(0.0, started + index / rate_per_s - time.perf_counter()))
+                        async with semaphore:
+                            sent_at[str(row["order_id"])] = time.perf_counter()
+                            status = await send_webhook(http, url, stack.webhook_secret, body)
+                            assert status == 200, status
 
-            started = time.perf_counter()
-            await asyncio.gather(*(deliver(i, row) for i, row in enumerate(rows)))
-            webhooks_s = time.perf_counter() - started
-            await asyncio.wait_for(all_credited.wait(), timeout=max(120, topups / 10))
-            total_s = max(credited_at.values()) - started
+                    started = time.perf_counter()
+                    await asyncio.gather(*(deliver(i, row) for i, row in enumerate(rows)))
+                    webhooks_s = time.perf_counter() - started
+                    await asyncio.wait_for(all_credited.wait(), timeout=max(120, topups / 10))
+                    total_s = max(credited_at.values()) - started
 
-        balances = await fetch(stack.dsn("crediting"), "SELECT sum(balance_minor) AS s FROM user_balances")
-        assert balances[0]["s"] == topups * 1000, "the benchmark's money does not add up"
-        latencies_ms = [(credited_at[i] - sent_at[i]) * 1000 for i in order_ids]
-        return {
-            "benchmark": "topup_webhook_to_credit",
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "topups": topups,
-            "concurrency": concurrency,
-            "rate_per_s": rate_per_s,
-            "orders_created_per_s": round(topups / create_s, 1),
-            "webhooks_accepted_per_s": round(topups / webhooks_s, 1),
-            "credits_per_s": round(topups / total_s, 1),
-            "time_to_credit_ms_p50": round(percentile(latencies_ms, 0.50), 1),
-            "time_to_credit_ms_p95": round(percentile(latencies_ms, 0.95), 1),
-            "time_to_credit_ms_p99": round(percentile(latencies_ms, 0.99), 1),
-            "time_to_credit_ms_mean": round(statistics.fmean(latencies_ms), 1),
-        }
+                balances = await fetch(stack.dsn("crediting"), "SELECT sum(balance_minor) AS s FROM user_balances")
+                assert balances[0]["s"] == topups * 1000, "the benchmark's money does not add up"
+                latencies_ms = [(credited_at[i] - sent_at[i]) * 1000 for i in order_ids]
+                return {
+                    "benchmark": "topup_webhook_to_credit",
+                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                    "topups": topups,
+                    "concurrency": concurrency,
+                    "rate_per_s": rate_per_s,
+                    "orders_created_per_s": round(topups / create_s, 1),
+                    "webhooks_accepted_per_s": round(topups / webhooks_s, 1),
+                    "credits_per_s": round(topups / total_s, 1),
+                    "time_to_credit_ms_p50": round(percentile(latencies_ms, 0.50), 1),
+                    "time_to_credit_ms_p95": round(percentile(latencies_ms, 0.95), 1),
+                    "time_to_credit_ms_p99": round(percentile(latencies_ms, 0.99), 1),
+                    "time_to_credit_ms_mean": round(statistics.fmean(latencies_ms), 1),
+                }
+            finally:
+                for process in processes.values():
+                    process.stop()
     finally:
-        for process in processes.values():
-            process.stop()
-        for service in SERVICES:
-            await db.drop_database(stack.dsn(service))
-        rabbitmqctl("delete_vhost", stack.vhost)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
@@ -19,11 +21,16 @@ from services.crediting import app as crediting_app
 from services.page import app as page_app
 from services.page.launch import issue_launch_token
 from services.payments import app as payments_app
+from services.payments import review
+from services.payments.domain import ReviewDecision, ReviewRefused
+from services.trace import NotFound, trace
 from shared import amqp, db
-from shared.dead_letters import list_dead_letters, replay_dead_letters
+from shared.broker_access import provision_with_rabbitmqctl, vhost_of
+from shared.dead_letters import LISTABLE_QUEUES, list_dead_letters, replay_dead_letters
 from shared.http import PortInUse
+from shared.outbox import list_parked, unpark
 from shared.runtime import Build, internal_port, migration_components, serve, service_dsn, service_port
-from shared.settings import ConfigError, Settings, load_settings
+from shared.settings import ConfigError, Settings, load_settings, secret_environment_names
 
 SERVICES: dict[str, Build] = {
     page_app.NAME: page_app.build,
@@ -39,18 +46,22 @@ class CliError(Exception):
 
 
 async def setup(settings: Settings) -> None:
-    """Create each service's database if missing, migrate it, declare the broker topology."""
+    """Give each service its own database role and database (created if missing), migrate it as that
+    role, and declare the broker topology as the operator's account."""
+    databases = settings.databases
     for service in SERVICES:
-        dsn = service_dsn(settings, service)
-        created = await db.ensure_database(dsn)
-        applied = await db.migrate(dsn, migration_components(service))
+        created = await db.provision_database(
+            databases.admin, databases.password("admin"), databases.dsn(service), databases.password(service)
+        )
+        applied = await db.migrate(service_dsn(settings, service), migration_components(service))
         print(f"{service}: database {'created' if created else 'present'}, {len(applied)} migration(s) applied")
     connection = await amqp.connect(settings.amqp)
     try:
-        channel = await connection.channel()
-        await amqp.declare_topology(channel, settings.amqp.delivery_limit)
+        warnings = await amqp.declare_topology(connection)
     finally:
         await connection.close()
+    for warning in warnings:
+        print(f"evtopup: warning: {warning}", file=sys.stderr)
     print("broker: topology declared")
 
 
@@ -67,6 +78,8 @@ def launch_url(settings: Settings, user_id: str, locale: str | None, ttl_s: int)
         locale or settings.operator.default_locale,
         int(time.time()),
         min(ttl_s, settings.launch.token_max_age_s),
+        audience=settings.launch.audience,
+        issuer=settings.launch.issuer,
     )
     return f"{settings.services.page_public_url.rstrip('/')}/topup?{urlencode({'token': token})}"
 
@@ -101,10 +114,17 @@ def _wait_ready(settings: Settings, timeout_s: float) -> bool:
     return not pending
 
 
+def service_environment(service: str) -> dict[str, str]:
+    """This process's environment less the secrets that ``service`` may not hold."""
+    withheld = set(secret_environment_names(os.environ, service))
+    return {name: value for name, value in os.environ.items() if name not in withheld}
+
+
 def run_all(settings: Settings, config_path: str | None, launch_user: str | None) -> int:
-    """Run the three services as child processes; Ctrl-C or SIGTERM stops them all."""
+    """Run the three services as child processes, each given only its own secrets; Ctrl-C or
+    SIGTERM stops them all."""
     base = [sys.executable, "-m", "services.cli"] + (["--config", config_path] if config_path else [])
-    children = {name: subprocess.Popen([*base, "run", name]) for name in SERVICES}
+    children = {name: subprocess.Popen([*base, "run", name], env=service_environment(name)) for name in SERVICES}
     stopping = False
     if launch_user is not None and _wait_ready(settings, READY_TIMEOUT_S):
         url = launch_url(settings, launch_user, None, settings.launch.token_max_age_s)
@@ -144,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--launch-url-for", metavar="USER", help="with all: print a launch URL for USER once ready")
     commands.add_parser("setup", help="create databases if missing, migrate, declare the broker topology")
     commands.add_parser("migrate", help="apply pending database migrations")
+    trace_parser = commands.add_parser("trace", help="one top-up's whole path across the services, in time order")
+    trace_parser.add_argument("id", help="an order id, a payment id or a processor reference")
+    commands.add_parser(
+        "broker-users", help="create each service's RabbitMQ user with its permissions (broker on this machine)"
+    )
     url = commands.add_parser("launch-url", help="print a signed launch URL for a user")
     url.add_argument("--user", required=True, help="CSMS user id")
     url.add_argument("--locale", help="locale, e.g. en-GB (default: the operator's)")
@@ -152,33 +177,110 @@ def _parser() -> argparse.ArgumentParser:
     dead_commands = dead.add_subparsers(dest="action", required=True)
     dead_list = dead_commands.add_parser("list", help="print dead letters as JSON lines (they stay queued)")
     dead_list.add_argument("--limit", type=int, default=100)
+    dead_list.add_argument(
+        "--queue", choices=LISTABLE_QUEUES, default="dead_letters", help="unroutable: what no queue was bound for"
+    )
     dead_replay = dead_commands.add_parser("replay", help="republish dead letters to the events exchange")
     dead_replay.add_argument("--limit", type=int, default=100)
     dead_replay.add_argument("--id", dest="message_id", help="replay only this message id")
+    outbox = commands.add_parser("outbox", help="outbox rows parked because they cannot be published")
+    outbox_commands = outbox.add_subparsers(dest="action", required=True)
+    outbox_parked = outbox_commands.add_parser("parked", help="print parked outbox rows as JSON lines")
+    outbox_parked.add_argument("--service", choices=SERVICES, help="only this service's outbox")
+    outbox_parked.add_argument("--limit", type=int, default=100)
+    outbox_retry = outbox_commands.add_parser("retry", help="un-park one row so the relay tries it again")
+    outbox_retry.add_argument("id", type=int, help="the row's id (from outbox parked)")
+    outbox_retry.add_argument("--service", choices=SERVICES, help="the service whose outbox holds it")
+    reviews = commands.add_parser("review", help="payments held for review: list them, settle one")
+    review_commands = reviews.add_subparsers(dest="action", required=True)
+    review_list = review_commands.add_parser("list", help="print payments held for review as JSON lines")
+    review_list.add_argument("--limit", type=int, default=100)
+    review_settle = review_commands.add_parser("settle", help="credit the driver, or reject (refund at the processor)")
+    review_settle.add_argument("payment_id", help="the payment's id (from review list)")
+    decision = review_settle.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--credit", action="store_const", dest="decision", const=ReviewDecision.CREDIT)
+    decision.add_argument("--reject", action="store_const", dest="decision", const=ReviewDecision.REJECT)
+    review_settle.add_argument("--by", required=True, help="who decides (kept in the audit record)")
+    review_settle.add_argument("--note", required=True, help="why (kept in the audit record)")
     return parser
 
 
 async def dead_letters(settings: Settings, args: argparse.Namespace) -> None:
     if args.action == "list":
-        for letter in await list_dead_letters(settings.amqp, args.limit):
+        for letter in await list_dead_letters(settings.amqp, args.limit, LISTABLE_QUEUES[args.queue]):
             print(json.dumps(letter.as_dict()))
     else:
-        replayed = await replay_dead_letters(settings.amqp, args.limit, args.message_id)
-        print(f"replayed {replayed} message(s)")
+        result = await replay_dead_letters(settings.amqp, args.limit, args.message_id)
+        for message_id, origin in result.refused:
+            print(f"evtopup: not replayed: {message_id}: origin {origin!r} is not an event queue", file=sys.stderr)
+        print(f"replayed {result.replayed} message(s)")
+
+
+async def parked_outbox(settings: Settings, args: argparse.Namespace) -> None:
+    unparked_in: list[str] = []
+    for service in [args.service] if args.service else list(SERVICES):
+        conn = await db.connect(service_dsn(settings, service))
+        try:
+            if args.action == "parked":
+                for parked in await list_parked(conn, args.limit):
+                    print(json.dumps({"service": service, **parked.as_dict()}))
+            elif await unpark(conn, args.id):
+                unparked_in.append(service)
+        finally:
+            await conn.close()
+    if args.action == "retry":
+        if not unparked_in:
+            raise CliError(f"no parked outbox row {args.id}" + (f" in {args.service}" if args.service else ""))
+        print(f"outbox row {args.id} of {', '.join(unparked_in)} handed back to the relay")
+
+
+async def review_payments(settings: Settings, args: argparse.Namespace) -> None:
+    pool = await db.create_pool(service_dsn(settings, payments_app.NAME), 2)
+    try:
+        if args.action == "list":
+            for payment in await review.payments_in_review(pool, args.limit):
+                print(json.dumps(payment))
+            return
+        try:
+            payment_id = uuid.UUID(args.payment_id)
+        except ValueError:
+            raise CliError(f"{args.payment_id!r} is not a payment id") from None
+        try:
+            status = await review.settle(pool, payment_id, args.decision, args.by, args.note)
+        except ReviewRefused as exc:
+            raise CliError(f"payment {payment_id} not settled: {exc}") from None
+        print(f"payment {payment_id}: {status.value}")
+    finally:
+        await pool.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        # A service sees only its own secrets; the operator's commands see them all.
+        one_service = args.command == "run" and args.service != "all"
+        settings = load_settings(args.config, service=args.service if one_service else None)
         if args.command == "launch-url":
             print(launch_url(settings, args.user, args.locale, args.ttl))
         elif args.command == "setup":
             asyncio.run(setup(settings))
+        elif args.command == "trace":
+            try:
+                for step in asyncio.run(trace(settings, args.id)):
+                    print(step.line())
+            except NotFound as exc:
+                raise CliError(str(exc)) from None
+        elif args.command == "broker-users":
+            users = provision_with_rabbitmqctl(settings.amqp)
+            print(f"broker: users {', '.join(users)} provisioned on vhost {vhost_of(settings.amqp)}")
         elif args.command == "migrate":
             asyncio.run(migrate(settings))
         elif args.command == "dead-letters":
             asyncio.run(dead_letters(settings, args))
+        elif args.command == "outbox":
+            asyncio.run(parked_outbox(settings, args))
+        elif args.command == "review":
+            asyncio.run(review_payments(settings, args))
         elif args.service == "all":
             _check_ports_free(settings, list(SERVICES))
             return run_all(settings, args.config, args.launch_url_for)

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -42,6 +42,14 @@ def _database_name(dsn: str) -> str:
     return name
 
 
+def with_password(dsn: str, password: str | None) -> str:
+    if password is None:
+        return dsn
+    parts = urlsplit(dsn)
+    user, host = parts.netloc.split("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
 def _maintenance_dsn(dsn: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/postgres"))
@@ -52,24 +60,90 @@ def _where(dsn: str) -> str:
     return f"{parts.hostname}:{parts.port or 5432}"
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
+async def connect(dsn: str, password: str | None = None) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(dsn, timeout=10)
+        return await asyncpg.connect(dsn, password=password, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"PostgreSQL at {_where(dsn)} is not answering: {exc}") from None
 
 
-async def create_pool(dsn: str, max_size: int) -> asyncpg.Pool:
+async def create_pool(dsn: str, max_size: int, password: str | None = None) -> asyncpg.Pool:
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=10)
+        pool = await asyncpg.create_pool(dsn, password=password, min_size=1, max_size=max_size, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"PostgreSQL at {_where(dsn)} is not answering: {exc}") from None
     assert pool is not None
     return pool
 
 
+def role_name(dsn: str) -> str:
+    name = urlsplit(dsn).username or ""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        raise ValueError(f"role name {name!r} must be letters, digits and underscores")
+    return name
+
+
+async def provision_database(admin_dsn: str, admin_password: str | None, dsn: str, password: str | None) -> bool:
+    """Make the role and database of ``dsn`` exist, the role owning the database and everything in
+    it, and no other role allowed to connect (least privilege); True if the database was created.
+    Runs as the operator's ``admin_dsn`` account, which may create roles and databases."""
+    name, role = _database_name(dsn), role_name(dsn)
+    conn = await connect(admin_dsn, admin_password)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+            log.info("role_created", role=role)
+        if password is not None:
+            # format(%L) quotes the password as a literal; it never appears in a log.
+            statement = await conn.fetchval("SELECT format('ALTER ROLE %I PASSWORD %L', $1, $2)", role, password)
+            await conn.execute(statement)
+        created = False
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}" OWNER "{role}"')
+                created = True
+                log.info("database_created", database=name)
+            except asyncpg.DuplicateDatabaseError:
+                pass
+        await conn.execute(f'ALTER DATABASE "{name}" OWNER TO "{role}"')
+        await conn.execute(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC')
+    finally:
+        await conn.close()
+    if not created:
+        await _hand_over(admin_dsn, admin_password, name, role)
+    return created
+
+
+async def _hand_over(admin_dsn: str, admin_password: str | None, name: str, role: str) -> None:
+    """A database made before roles were separated: its tables, sequences, views and functions pass
+    to the service's role, so that the service, and only it, can migrate and use them."""
+    conn = await connect(urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}")), admin_password)
+    try:
+        # ``role`` is letters, digits and underscores (role_name), so it is safe inside the literal.
+        await conn.execute(f"""
+            DO $$
+            DECLARE object record;
+            BEGIN
+                FOR object IN SELECT c.relname, c.relkind FROM pg_class c
+                        JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S', 'v') LOOP
+                    EXECUTE format('ALTER %s public.%I OWNER TO %I',
+                        CASE object.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END,
+                        object.relname, '{role}');
+                END LOOP;
+                FOR object IN SELECT p.oid::regprocedure AS signature FROM pg_proc p
+                        JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' LOOP
+                    EXECUTE format('ALTER FUNCTION %s OWNER TO %I', object.signature, '{role}');
+                END LOOP;
+            END $$
+            """)
+    finally:
+        await conn.close()
+
+
 async def ensure_database(dsn: str) -> bool:
-    """Create the database named in ``dsn`` if it is missing; True if it was created."""
+    """Create the database named in ``dsn`` if it is missing, as ``dsn``'s own role (scratch
+    databases in tests); True if it was created. Services' databases: :func:`provision_database`."""
     name = _database_name(dsn)
     conn = await connect(_maintenance_dsn(dsn))
     try:
@@ -79,17 +153,19 @@ async def ensure_database(dsn: str) -> bool:
             await conn.execute(f'CREATE DATABASE "{name}"')
         except asyncpg.DuplicateDatabaseError:
             return False
-        log.info("database_created", database=name)
         return True
     finally:
         await conn.close()
 
 
-async def drop_database(dsn: str) -> None:
+async def drop_database(dsn: str, admin_dsn: str | None = None) -> None:
+    """Drop the database of ``dsn``, as ``admin_dsn`` if given (then its role too), else as ``dsn``'s role."""
     name = _database_name(dsn)
-    conn = await connect(_maintenance_dsn(dsn))
+    conn = await connect(admin_dsn or _maintenance_dsn(dsn))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if admin_dsn is not None:
+            await conn.execute(f'DROP ROLE IF EXISTS "{role_name(dsn)}"')
     finally:
         await conn.close()
 
@@ -106,13 +182,13 @@ def migration_files(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
-async def migrate(dsn: str, components: dict[str, Path]) -> list[str]:
+async def migrate(dsn: str, components: dict[str, Path], password: str | None = None) -> list[str]:
     """Apply each migration not yet applied, each in its own transaction; returns what was applied.
 
     ``components`` maps a name to a directory of numbered files: the shared plumbing tables (outbox,
     inbox) and the service's own tables are numbered independently."""
     applied: list[str] = []
-    conn = await connect(dsn)
+    conn = await connect(dsn, password)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         await conn.execute(

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from shared.logging import CORRELATION_ID_PATTERN
 
+Environment = Literal["production", "test"]
+
 
 class BadMessage(Exception):
     """A message that can never be processed: dead-lettered with this reason."""
@@ -36,6 +38,8 @@ class PaymentSucceeded(Contract):
     bonus_minor: StrictInt = Field(ge=0)
     fee_minor: StrictInt = Field(ge=0)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
+    # Whose money: a test integration's payments never touch a real balance.
+    environment: Environment = "production"
 
 
 class PaymentFailed(Contract):
@@ -45,8 +49,29 @@ class PaymentFailed(Contract):
     order_id: uuid.UUID
     user_id: str = Field(min_length=1)
     integration_id: str
-    status: Literal["failed", "expired", "needs_review"]
+    # "rejected": held for review, then refunded by the operator. "needs_review" is no longer sent
+    # (payment.needs_review is) but stays readable for messages already in flight.
+    status: Literal["failed", "expired", "rejected", "needs_review"]
     reason: str
+    environment: Environment = "production"
+
+
+class PaymentNeedsReview(Contract):
+    """The processor confirmed a payment for other terms than were charged: the money may have been
+    taken, nothing is credited until an operator settles it."""
+
+    TYPE: ClassVar[str] = "payment.needs_review"
+    VERSION: ClassVar[int] = 1
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    user_id: str = Field(min_length=1)
+    integration_id: str
+    charge_minor: StrictInt = Field(gt=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    confirmed_amount_minor: StrictInt | None
+    confirmed_currency: str | None
+    reason: str
+    environment: Environment = "production"
 
 
 class CreditApplied(Contract):
@@ -60,10 +85,18 @@ class CreditApplied(Contract):
     bonus_minor: StrictInt = Field(ge=0)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     balance_minor: StrictInt
+    environment: Environment = "production"
 
 
 CONTRACTS: dict[tuple[str, int], type[Contract]] = {
-    (c.TYPE, c.VERSION): c for c in (PaymentSucceeded, PaymentFailed, CreditApplied)
+    (c.TYPE, c.VERSION): c for c in (PaymentSucceeded, PaymentFailed, PaymentNeedsReview, CreditApplied)
+}
+# The one service that produces each contract: consumers believe a message only from its broker user.
+PRODUCERS: dict[type[Contract], str] = {
+    PaymentSucceeded: "payments",
+    PaymentFailed: "payments",
+    PaymentNeedsReview: "payments",
+    CreditApplied: "crediting",
 }
 
 
@@ -122,21 +155,35 @@ def _first_error(exc: ValidationError) -> str:
 
 class CreateCheckout(BaseModel):
     """RPC command, page → payments: create (or return) the checkout of one order. Idempotent on
-    ``order_id``: asking again returns the same payment and redirect URL."""
+    ``order_id``: asking again returns the same payment and redirect URL. It carries what the driver
+    asked for, not a price: payments prices it from its own configuration (``shared/pricing.py``)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     order_id: uuid.UUID
     user_id: str = Field(min_length=1)
     integration_id: str
     method: str
-    amount_minor: StrictInt = Field(gt=0)
-    bonus_minor: StrictInt = Field(ge=0)
-    fee_minor: StrictInt = Field(ge=0)
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    package_id: str | None = None
+    amount_minor: StrictInt | None = None
     return_url: str
+
+    def pricing_request(self) -> dict[str, Any]:
+        """The request in the shape ``shared.pricing.price_topup`` reads."""
+        body: dict[str, Any] = {"method": self.method}
+        if self.package_id is not None:
+            body["package_id"] = self.package_id
+        if self.amount_minor is not None:
+            body["amount_minor"] = self.amount_minor
+        return body
 
 
 class CheckoutCreated(BaseModel):
+    """The checkout and the terms payments charges by; the page refuses terms other than its order's."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
     payment_id: uuid.UUID
     redirect_url: str
+    amount_minor: StrictInt
+    bonus_minor: StrictInt
+    fee_minor: StrictInt
+    currency: str

@@ -4,6 +4,10 @@ environment (or a file named by ``<key>_file``).
 Environment overrides are ``EVTOPUP__SECTION__KEY=value`` (double underscores between path parts,
 case-insensitive), e.g. ``EVTOPUP__AMQP__URL`` or ``EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__WEBHOOK_SECRET``.
 A bad or missing value raises :class:`ConfigError` naming the dotted key.
+
+A secret is known by its type: each secret field is annotated with the services that may hold it
+(:class:`SecretFor`). A service loads only its own secrets; the others are never read and stand as
+:class:`WithheldSecret`. The operator's command line loads them all.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -30,13 +35,38 @@ from shared.money import currency_exponent
 
 ENV_PREFIX = "EVTOPUP__"
 CONFIG_ENV = "EVTOPUP_CONFIG"
-# Keys whose values are secrets: a literal value in the TOML file is refused.
-SECRET_KEYS = frozenset({"secret", "password", "api_token", "api_key", "webhook_secret"})
 ID_PATTERN = re.compile(r"^[a-z0-9_]{1,40}$")
+# A DSN names its role and database but never holds a password (those are secrets of their own).
+DSN_PATTERN = r"^postgres(ql)?://[^:@/]+@[^@]+$"
+SERVICE_NAMES = ("page", "payments", "crediting")
 
 
 class ConfigError(Exception):
     """A configuration problem; the message names the dotted key."""
+
+
+@dataclass(frozen=True)
+class SecretFor:
+    """Marks a field as a secret that only ``services`` may hold (the operator's commands hold all)."""
+
+    services: frozenset[str]
+
+
+class WithheldSecret(SecretStr):
+    """A secret that belongs to another service: present in the model, never readable here."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def get_secret_value(self) -> str:
+        raise RuntimeError("this secret belongs to another service and was not loaded")
+
+
+PageSecret = Annotated[SecretStr, SecretFor(frozenset({"page"}))]
+PaymentsSecret = Annotated[SecretStr, SecretFor(frozenset({"payments"}))]
+CreditingSecret = Annotated[SecretStr, SecretFor(frozenset({"crediting"}))]
+# Only the operator's commands (setup, dead-letter replays, reviews): no service holds it.
+OperatorSecret = Annotated[SecretStr, SecretFor(frozenset())]
 
 
 class _Section(BaseModel):
@@ -66,7 +96,7 @@ class OperatorSettings(_Section):
 class LaunchSettings(_Section):
     # Only signed launches for now: the "open" compatibility mode needs a CSMS that can confirm users.
     mode: Literal["signed"] = "signed"
-    secret: SecretStr
+    secret: PageSecret
     token_max_age_s: int = Field(default=900, gt=0, le=900)
     # A session never outlives this, however active the driver is (at most a day).
     session_max_age_s: int = Field(default=3600, gt=0, le=86_400)
@@ -89,7 +119,7 @@ class LaunchSettings(_Section):
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
         # The HS256 key signs every launch: short keys can be brute-forced offline from one token.
-        if len(value.get_secret_value()) < 32:
+        if not isinstance(value, WithheldSecret) and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
         return value
 
@@ -119,7 +149,7 @@ class AmountSettings(_Section):
 
 
 def _strong_secret(value: SecretStr) -> SecretStr:
-    if len(value.get_secret_value()) < 16:
+    if not isinstance(value, WithheldSecret) and len(value.get_secret_value()) < 16:
         raise ValueError("must be at least 16 characters")
     return value
 
@@ -137,8 +167,8 @@ class IntegrationSettings(_Section):
     methods: list[str] = Field(min_length=1)
     fees: dict[str, Fee] = Field(default_factory=dict)
     test_users: list[str] = Field(default_factory=list)
-    api_key: SecretStr
-    webhook_secret: SecretStr
+    api_key: PaymentsSecret
+    webhook_secret: PaymentsSecret
     # Where the processor's API lives; for the sandbox, the payments service itself.
     api_base_url: str | None = None
 
@@ -157,25 +187,71 @@ class CsmsSettings(_Section):
 
 
 class CreditingSettings(_Section):
-    api_token: SecretStr
+    api_token: CreditingSecret
 
     _strong_token = field_validator("api_token")(_strong_secret)
 
 
+def _known_password(value: SecretStr) -> SecretStr:
+    if not isinstance(value, WithheldSecret) and not value.get_secret_value():
+        raise ValueError("must not be empty")
+    return value
+
+
 class AmqpSettings(_Section):
+    """The broker. Each service connects as a user of its own, allowed only its own exchanges and
+    queues; ``username`` is the operator's account, for setup and the dead-letter tools."""
+
     url: str = Field(pattern=r"^amqps?://[^@]+$")
     username: str = "guest"
-    password: SecretStr = Field(min_length=1)
+    password: OperatorSecret
+    page_username: str = "evtopup_page"
+    page_password: PageSecret
+    payments_username: str = "evtopup_payments"
+    payments_password: PaymentsSecret
+    crediting_username: str = "evtopup_crediting"
+    crediting_password: CreditingSecret
     prefetch: int = Field(default=50, gt=0, le=1000)
-    delivery_limit: int = Field(default=10, gt=0, le=1000)
+    # Set on the event queues by broker policy; it only catches messages that crash the consumer
+    # (failures it survives are retried in process), so it must outlast a crash loop.
+    delivery_limit: int = Field(default=50, gt=0, le=1000)
     rpc_timeout_s: float = Field(default=10.0, gt=0)
+
+    _known_passwords = field_validator("password", "page_password", "payments_password", "crediting_password")(
+        _known_password
+    )
+
+    def credentials(self, service: str | None) -> tuple[str, SecretStr]:
+        """The broker account of ``service``, or the operator's for ``None``."""
+        if service is None:
+            return self.username, self.password
+        username: str = getattr(self, f"{service}_username")
+        password: SecretStr = getattr(self, f"{service}_password")
+        return username, password
 
 
 class DatabaseSettings(_Section):
-    page: str = Field(pattern=r"^postgres(ql)?://")
-    payments: str = Field(pattern=r"^postgres(ql)?://")
-    crediting: str = Field(pattern=r"^postgres(ql)?://")
+    """One database per service, each reached as a role of its own that owns it and can connect to
+    nothing else; ``admin`` is the operator's account that ``evtopup setup`` creates them with."""
+
+    page: str = Field(pattern=DSN_PATTERN)
+    payments: str = Field(pattern=DSN_PATTERN)
+    crediting: str = Field(pattern=DSN_PATTERN)
+    admin: str = Field(default="postgresql://postgres@127.0.0.1:5432/postgres", pattern=DSN_PATTERN)
+    page_password: PageSecret | None = None
+    payments_password: PaymentsSecret | None = None
+    crediting_password: CreditingSecret | None = None
+    admin_password: OperatorSecret | None = None
     pool_max_size: int = Field(default=10, gt=0, le=200)
+
+    def dsn(self, service: str) -> str:
+        dsn: str = getattr(self, service)
+        return dsn
+
+    def password(self, service: str) -> str | None:
+        """The password of ``service``'s role (or the admin's), if one is configured."""
+        secret: SecretStr | None = getattr(self, f"{service}_password")
+        return secret.get_secret_value() if secret is not None else None
 
 
 class ServiceSettings(_Section):
@@ -205,10 +281,17 @@ class PaymentsSettings(_Section):
     poll_batch: int = Field(default=50, gt=0, le=1000)
     # A failed or expired payment is still polled this long: a late success is credited.
     poll_grace_s: float = Field(default=3600.0, ge=0)
+    # One status lookup may take this long; a processor that times out delays only its own payments.
+    poll_call_timeout_s: float = Field(default=10.0, gt=0)
+    # A payment whose checkout creation never returned (no processor reference, so never shown to the
+    # driver) is expired after this long, as its checkout would have been.
+    unconfirmed_expire_after_s: float = Field(default=3600.0, gt=0)
     # A succeeded payment not credited after this long is announced again (the ledger's derived
-    # transfer id makes that safe), every sweep_interval_s.
+    # transfer id makes that safe), looked for every sweep_interval_s; each payment's announcements
+    # back off, doubling up to sweep_max_backoff_s.
     sweep_after_s: float = Field(default=300.0, gt=0)
     sweep_interval_s: float = Field(default=60.0, gt=0)
+    sweep_max_backoff_s: float = Field(default=3600.0, gt=0)
 
 
 class RetentionSettings(_Section):
@@ -262,33 +345,108 @@ class Settings(_Section):
         return self
 
 
-def _refuse_literal_secrets(node: dict[str, Any], path: str) -> None:
-    for key, value in node.items():
-        dotted = f"{path}.{key}" if path else key
-        if isinstance(value, dict):
-            _refuse_literal_secrets(value, dotted)
-        elif key in SECRET_KEYS:
+def _secret_owners(annotation: Any) -> frozenset[str] | None:
+    """The services a field of this type may be held by, if it is a secret (also inside ``| None``)."""
+    if get_origin(annotation) is Annotated:
+        for meta in annotation.__metadata__:
+            if isinstance(meta, SecretFor):
+                return meta.services
+    for arg in get_args(annotation):
+        owners = _secret_owners(arg)
+        if owners is not None:
+            return owners
+    return None
+
+
+def _field_owners(model: type[BaseModel], name: str) -> frozenset[str] | None:
+    field = model.model_fields[name]
+    for meta in field.metadata:
+        if isinstance(meta, SecretFor):
+            return meta.services
+    return _secret_owners(field.annotation)
+
+
+def _section_of(model: type[BaseModel], name: str) -> tuple[type[BaseModel], bool] | None:
+    """The model of a sub-section, and whether it is a table of them keyed by id (integrations)."""
+    annotation = model.model_fields[name].annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if get_origin(annotation) is dict:
+        value_type = get_args(annotation)[1]
+        if isinstance(value_type, type) and issubclass(value_type, BaseModel):
+            return value_type, True
+    return None
+
+
+def _secret_fields(
+    node: dict[str, Any], model: type[BaseModel], path: str, *, fill: bool = False
+) -> list[tuple[dict[str, Any], str, str, frozenset[str]]]:
+    """Every secret field under ``node`` (the raw data of ``model``): (its table, name, dotted key,
+    owners). With ``fill``, missing sections are added, so that their secrets can be withheld."""
+    found: list[tuple[dict[str, Any], str, str, frozenset[str]]] = []
+    for name in model.model_fields:
+        dotted = f"{path}.{name}" if path else name
+        owners = _field_owners(model, name)
+        if owners is not None:
+            found.append((node, name, dotted, owners))
+            continue
+        section = _section_of(model, name)
+        if section is not None and fill and not section[1]:
+            node.setdefault(name, {})
+        child = node.get(name)
+        if section is None or not isinstance(child, dict):
+            continue
+        section_model, keyed = section
+        if not keyed:
+            found += _secret_fields(child, section_model, dotted, fill=fill)
+            continue
+        for key, entry in child.items():
+            if isinstance(entry, dict):
+                found += _secret_fields(entry, section_model, f"{dotted}.{key}", fill=fill)
+    return found
+
+
+def _is_secret_path(parts: list[str]) -> bool:
+    model: type[BaseModel] = Settings
+    index = 0
+    while index < len(parts):
+        name = parts[index]
+        if name not in model.model_fields:
+            return False
+        if index == len(parts) - 1:
+            return _field_owners(model, name) is not None
+        section = _section_of(model, name)
+        if section is None:
+            return False
+        model, keyed = section
+        index += 2 if keyed else 1
+    return False
+
+
+def _refuse_literal_secrets(data: dict[str, Any]) -> None:
+    for node, name, dotted, _owners in _secret_fields(data, Settings, ""):
+        if name in node:
             raise ConfigError(
                 f"{dotted}: secrets may not be written in the config file; set "
                 f"{ENV_PREFIX}{dotted.replace('.', '__').upper()} or {dotted}_file"
             )
 
 
-def _read_secret_files(node: dict[str, Any], path: str) -> None:
-    """Replace each ``<secret>_file`` key (from the file or the environment) by the file's content."""
-    for key in list(node):
-        value = node[key]
-        dotted = f"{path}.{key}" if path else key
-        if isinstance(value, dict):
-            _read_secret_files(value, dotted)
-        elif key.endswith("_file") and key[: -len("_file")] in SECRET_KEYS:
-            if not isinstance(value, str):
-                raise ConfigError(f"{dotted}: must be a file path")
-            try:
-                node[key[: -len("_file")]] = Path(value).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"{dotted}: cannot read secret file: {exc.strerror}") from exc
-            del node[key]
+def _resolve_secrets(data: dict[str, Any], service: str | None) -> None:
+    """Read each ``<secret>_file`` the service may hold; withhold every secret it may not hold."""
+    for node, name, dotted, owners in _secret_fields(data, Settings, "", fill=service is not None):
+        path = node.pop(f"{name}_file", None)
+        if service is not None and service not in owners:
+            node[name] = WithheldSecret()
+            continue
+        if path is None:
+            continue
+        if not isinstance(path, str):
+            raise ConfigError(f"{dotted}_file: must be a file path")
+        try:
+            node[name] = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{dotted}_file: cannot read secret file: {exc.strerror}") from exc
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -304,8 +462,37 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             if not isinstance(child, dict):
                 raise ConfigError(f"{'.'.join(parts)}: {part} is not a section")
             node = child
-        # A secret is taken as it is, whatever characters it starts with.
-        node[parts[-1]] = raw if parts[-1] in SECRET_KEYS else _env_value(name, raw)
+        # A secret (or a secret's file) is taken as it is, whatever characters it starts with.
+        key = parts[-1]
+        plain = key.removesuffix("_file")
+        node[key] = raw if _is_secret_path([*parts[:-1], plain]) else _env_value(name, raw)
+
+
+def secret_environment_names(environ: Mapping[str, str], service: str) -> list[str]:
+    """The ``EVTOPUP__…`` variables in ``environ`` that set secrets ``service`` may not hold: what a
+    parent process removes before starting the service."""
+    withheld = []
+    for name in environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        parts[-1] = parts[-1].removesuffix("_file")
+        if _is_secret_path(parts) and service not in _owners_at(parts):
+            withheld.append(name)
+    return withheld
+
+
+def _owners_at(parts: list[str]) -> frozenset[str]:
+    model: type[BaseModel] = Settings
+    index = 0
+    while index < len(parts) - 1:
+        section = _section_of(model, parts[index])
+        assert section is not None
+        model, keyed = section
+        index += 2 if keyed else 1
+    owners = _field_owners(model, parts[-1])
+    assert owners is not None
+    return owners
 
 
 def _env_value(name: str, raw: str) -> Any:
@@ -319,7 +506,11 @@ def _env_value(name: str, raw: str) -> Any:
     return raw
 
 
-def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None, *, service: str | None = None
+) -> Settings:
+    """The configuration as ``service`` may see it (its own secrets only), or whole for the operator's
+    commands (``service=None``)."""
     environ = os.environ if environ is None else environ
     path = path or environ.get(CONFIG_ENV)
     if not path:
@@ -330,9 +521,9 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    _refuse_literal_secrets(data, "")
+    _refuse_literal_secrets(data)
     _apply_env(data, environ)
-    _read_secret_files(data, "")
+    _resolve_secrets(data, service)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

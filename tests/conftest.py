@@ -9,23 +9,14 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from services.cli import SERVICES, setup
-from shared import db
-from tests.harness import Driver, ServiceProcess, Stack, make_stack, rabbitmqctl
+from services.cli import SERVICES
+from tests.harness import Driver, ServiceProcess, Stack, own_stack
 
 
 @pytest_asyncio.fixture(scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    stack = make_stack(tmp_path_factory.mktemp("stack"))
-    rabbitmqctl("add_vhost", stack.vhost)
-    try:
-        rabbitmqctl("set_permissions", "-p", stack.vhost, "guest", ".*", ".*", ".*")
-        await setup(stack.settings)
+    async with own_stack(tmp_path_factory.mktemp("stack")) as stack:
         yield stack
-    finally:
-        for service in SERVICES:
-            await db.drop_database(stack.dsn(service))
-        rabbitmqctl("delete_vhost", stack.vhost)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.crediting import api, consumers
-from shared.amqp import CREDITING_QUEUE, IdempotentConsumer
+from shared.amqp import CREDITING_QUEUE, IdempotentConsumer, trusted_publishers
 from shared.messages import PaymentSucceeded
 from shared.runtime import Runtime
 
@@ -13,6 +13,8 @@ NAME = "crediting"
 async def build(runtime: Runtime) -> None:
     api.add_routes(runtime.app)
     consumer = IdempotentConsumer(
-        NAME, CREDITING_QUEUE, runtime.pool, {PaymentSucceeded: consumers.on_payment_succeeded}
+        NAME, CREDITING_QUEUE, runtime.pool, {PaymentSucceeded: consumers.payment_succeeded_handler(runtime.settings)},
+        publishers=trusted_publishers(runtime.settings.amqp),
     )
     await consumer.start(runtime.connection, runtime.settings.amqp.prefetch)
+    runtime.add_consumer(consumer)
