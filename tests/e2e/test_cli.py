@@ -77,6 +77,50 @@ def test_bad_configuration_or_unreachable_server_is_one_clear_line(
     assert "tiny-secret-XYZ" not in result.stderr  # a secret's value is never shown
 
 
+LAUNCH_URL_DEADLINE_S = 60
+
+
+async def read_until(process: subprocess.Popen[str], prefix: str, timeout_s: float) -> str:
+    """The first line of ``process``'s stdout that starts with ``prefix``, read with a deadline: a
+    process that goes quiet fails the test instead of hanging it (the caller kills the process,
+    which ends the blocked read)."""
+    assert process.stdout is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    seen: list[str] = []
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise AssertionError(f"no line starting with {prefix!r} in {timeout_s}s; last lines: {seen[-5:]}")
+        try:
+            line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), remaining)
+        except TimeoutError:
+            raise AssertionError(f"no line starting with {prefix!r} in {timeout_s}s; last lines: {seen[-5:]}") from None
+        if not line:
+            raise AssertionError(f"the process exited ({process.poll()}) before printing {prefix!r}: {seen[-5:]}")
+        if line.startswith(prefix):
+            return line
+        seen.append(line.rstrip())
+
+
+async def test_read_until_gives_up_on_a_silent_process() -> None:
+    # The guard itself: a process that prints nothing fails within the deadline, not never.
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('starting', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(AssertionError, match="starting"):
+            await read_until(process, "http://", 1)
+        assert asyncio.get_running_loop().time() - started < 10
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.mark.timeout(180)
 async def test_ctrl_c_stops_run_all_cleanly(stack: Stack) -> None:
     ports = free_ports(6)
     env = {
@@ -111,12 +155,7 @@ async def test_ctrl_c_stops_run_all_cleanly(stack: Stack) -> None:
     )
     try:
         assert process.stdout is not None
-        for _ in range(200):
-            line = await asyncio.to_thread(process.stdout.readline)
-            if line.startswith(f"http://127.0.0.1:{ports[0]}/topup?token="):
-                break
-        else:
-            raise AssertionError("run all never printed the launch URL")
+        await read_until(process, f"http://127.0.0.1:{ports[0]}/topup?token=", LAUNCH_URL_DEADLINE_S)
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does
         stdout, stderr = await asyncio.to_thread(process.communicate, timeout=30)
     finally:

@@ -118,6 +118,35 @@ def test_different_amount_same_payment_is_a_conflicting_transfer() -> None:
     assert first != second
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount_minor": 2501},
+        {"bonus_minor": 0},
+        {"bonus_minor": 101},
+        {"fee_minor": 0},
+        {"fee_minor": 57},
+        {"user_id": "user-43"},
+        {"order_id": uuid.UUID("33333333-3333-4333-8333-333333333333")},
+        {"currency": "BGN"},
+        {"integration_id": "sandbox_other"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_any_other_term_of_the_same_payment_is_a_conflicting_transfer(change: dict[str, object]) -> None:
+    # The store compares a redelivered transfer with the recorded one: every term must take part, or a
+    # second announcement with other amounts would pass for a redelivery (and never be dead-lettered).
+    first, second = topup_transfer(paid()), topup_transfer(paid(**change))
+    assert first.id == second.id
+    assert first != second
+
+
+def test_the_same_payment_as_test_money_is_a_conflicting_transfer() -> None:
+    production, test = topup_transfer(paid(), "production"), topup_transfer(paid(), "test")
+    assert production.id == test.id
+    assert production != test
+
+
 def test_different_payment_gives_a_different_transfer_id() -> None:
     other = topup_transfer(paid(payment_id=uuid.uuid4()))
     assert other.id != topup_transfer(paid()).id

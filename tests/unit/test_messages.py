@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from shared.logging import accept_correlation_id
 from shared.messages import (
     CONTRACTS,
     BadMessage,
@@ -72,7 +74,12 @@ def good_data() -> dict[str, Any]:
 
 
 def test_every_contract_is_registered_by_type_and_version() -> None:
-    assert set(CONTRACTS) == {("payment.succeeded", 1), ("payment.failed", 1), ("credit.applied", 1)}
+    assert set(CONTRACTS) == {
+        ("payment.succeeded", 1),
+        ("payment.failed", 1),
+        ("payment.needs_review", 1),
+        ("credit.applied", 1),
+    }
     for (type_, version), contract in CONTRACTS.items():
         assert (type_, version) == (contract.TYPE, contract.VERSION)
 
@@ -252,3 +259,63 @@ def test_error_message_names_the_contract_and_the_field() -> None:
     with pytest.raises(BadMessage) as info:
         decode(json.dumps(raw_envelope(data)).encode())
     assert str(info.value).startswith("malformed payment.succeeded/v1: amount_minor:")
+
+
+# --- correlation ids ------------------------------------------------------------------------------
+
+SAFE_IDS = ["a", "corr-1", "0" * 64, uuid.uuid4().hex, str(uuid.uuid4()), "req.1:2_x-Y", "A" * 63 + "z"]
+UNSAFE_IDS: list[object] = [
+    "\U0001f600" * 64,  # 64 characters, none of them safe
+    "a" * 65,  # one too long
+    "caf\u00e9",  # not ASCII
+    "\u0430bc",  # a Cyrillic a that looks like a Latin one
+    "",
+    " ",
+    "a b",
+    "a\n",  # a trailing newline must not slip past a ``$``
+    "a\r\nX-Injected: 1",
+    "a/b",
+    "a,b",
+    "${jndi:x}",
+    None,
+    123,
+    b"corr-1",
+    ["corr-1"],
+]
+
+
+def is_fresh_id(value: str) -> bool:
+    return len(value) == 32 and value == uuid.UUID(hex=value).hex
+
+
+@pytest.mark.parametrize("value", SAFE_IDS)
+def test_a_safe_correlation_id_is_kept(value: str) -> None:
+    assert accept_correlation_id(value) == value
+
+
+@pytest.mark.parametrize("value", UNSAFE_IDS, ids=repr)
+def test_an_unsafe_correlation_id_is_replaced_by_a_fresh_one(value: object) -> None:
+    replaced = accept_correlation_id(value)
+    assert replaced != value
+    assert is_fresh_id(replaced)
+    assert accept_correlation_id(replaced) == replaced  # what replaces it is itself safe
+    assert accept_correlation_id(value) != replaced  # and new every time
+
+
+@pytest.mark.parametrize("value", SAFE_IDS)
+def test_envelope_accepts_a_safe_correlation_id(value: str) -> None:
+    envelope = raw_envelope(good_data())
+    envelope["correlation_id"] = value
+    decoded, _ = decode(json.dumps(envelope).encode())
+    assert decoded.correlation_id == value
+    assert envelope_for(payment_succeeded(), producer="test", correlation_id=value).correlation_id == value
+
+
+@pytest.mark.parametrize("value", [v for v in UNSAFE_IDS if isinstance(v, str)], ids=repr)
+def test_envelope_refuses_a_correlation_id_outside_the_pattern(value: str) -> None:
+    envelope = raw_envelope(good_data())
+    envelope["correlation_id"] = value
+    with pytest.raises(BadMessage, match="malformed envelope: correlation_id"):
+        decode(json.dumps(envelope).encode())
+    with pytest.raises(ValidationError, match="correlation_id"):
+        envelope_for(payment_succeeded(), producer="test", correlation_id=value)

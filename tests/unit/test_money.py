@@ -4,9 +4,43 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import iso4217
 import pytest
 
-from shared.money import MoneyError, basis_points, currency_exponent, require_minor, to_major
+from shared.money import CURRENCY_EXPONENTS, MoneyError, basis_points, currency_exponent, require_minor, to_major
+
+# ISO 4217 minor units of currencies withdrawn from the current list (List One) that evtopup still
+# accepts, from ISO 4217 List Three (historic denominations): the Bulgarian lev (BGN, minor unit 2)
+# was replaced by the euro on 2026-01-01 and left List One then; processors still settle old payments in it.
+WITHDRAWN_MINOR_UNITS = {"BGN": 2}
+
+
+def iso_minor_units(currency: str) -> int | None:
+    """The minor units of ``currency`` in the ISO 4217 table shipped by the ``iso4217`` package
+    (the maintenance agency's XML), or None where ISO gives none ("N.A.") or does not list it."""
+    entry = iso4217.raw_table.get(currency)
+    if entry is None or not str(entry["CcyMnrUnts"]).isdigit():
+        return WITHDRAWN_MINOR_UNITS.get(currency)
+    return int(entry["CcyMnrUnts"])
+
+
+@pytest.mark.parametrize("currency", sorted(CURRENCY_EXPONENTS))
+def test_every_listed_exponent_is_the_iso_4217_minor_unit(currency: str) -> None:
+    assert len(currency) == 3 and currency.isupper()
+    assert iso_minor_units(currency) is not None, f"{currency} is not an ISO 4217 currency"
+    assert currency_exponent(currency) == iso_minor_units(currency)
+
+
+def test_the_iso_table_is_real_data() -> None:
+    # Guards the test above against an empty or unreadable table that would make it vacuous.
+    assert len(iso4217.raw_table) > 150
+    assert (iso_minor_units("EUR"), iso_minor_units("JPY"), iso_minor_units("KWD")) == (2, 0, 3)
+    assert (iso_minor_units("HUF"), iso_minor_units("ISK"), iso_minor_units("CLF")) == (2, 0, 4)
+
+
+def test_withdrawn_currencies_really_are_withdrawn() -> None:
+    # Once a currency is back on List One, its minor unit must come from the table, not from here.
+    assert not set(WITHDRAWN_MINOR_UNITS) & set(iso4217.raw_table)
 
 
 @pytest.mark.parametrize(("currency", "exponent"), [("EUR", 2), ("BGN", 2), ("JPY", 0), ("KRW", 0), ("KWD", 3)])
@@ -78,7 +112,7 @@ def test_basis_points_rounds_half_up(amount_minor: int, rate_bp: int, expected: 
 
 @pytest.mark.parametrize(("amount_minor", "rate_bp"), [(-1, 100), (100, -1), (-100, -100)])
 def test_basis_points_refuses_negative(amount_minor: int, rate_bp: int) -> None:
-    with pytest.raises(MoneyError, match="negative"):
+    with pytest.raises(MoneyError, match=r"^amount and rate must not be negative$"):
         basis_points(amount_minor, rate_bp)
 
 

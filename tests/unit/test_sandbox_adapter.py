@@ -98,6 +98,99 @@ def test_uppercase_hex_is_refused() -> None:
         verify_sandbox_signature(SECRET, f"t={TIMESTAMP},v1={V1.upper()}", BODY, NOW)
 
 
+def _one_char_changed(hex_digest: str, index: int) -> str:
+    replacement = "0" if hex_digest[index] != "0" else "1"
+    return hex_digest[:index] + replacement + hex_digest[index + 1 :]
+
+
+@pytest.mark.parametrize(
+    "v1",
+    [
+        V1[:63],  # one character short
+        V1[:32],  # half a signature
+        V1[:1],  # a single character
+        V1[1:],  # the first character dropped
+        V1[32:],  # the second half only
+        V1 + "0",  # one character too many
+        V1 + V1,  # twice the signature
+        V1.upper(),  # the same bytes in uppercase hex
+        V1[:10] + V1[10:].upper(),  # partly uppercase
+        "",  # empty v1
+        " ",  # blank v1
+        _one_char_changed(V1, 0),
+        _one_char_changed(V1, 31),
+        _one_char_changed(V1, 63),
+        "0" * 64,
+    ],
+    ids=[
+        "prefix-63",
+        "prefix-32",
+        "prefix-1",
+        "suffix-63",
+        "suffix-32",
+        "one-longer",
+        "doubled",
+        "uppercase",
+        "part-uppercase",
+        "empty",
+        "blank",
+        "changed-first",
+        "changed-middle",
+        "changed-last",
+        "zeros",
+    ],
+)
+def test_anything_but_the_exact_signature_is_refused(v1: str) -> None:
+    # A signature is compared whole: no prefix, no truncation, no case folding, no near miss.
+    assert v1 != V1
+    with pytest.raises(InvalidSignature, match="does not match"):
+        verify_sandbox_signature(SECRET, f"t={TIMESTAMP},v1={v1}", BODY, NOW)
+
+
+@pytest.mark.parametrize("v1", [V1[:63], V1[1:], V1.upper(), "", _one_char_changed(V1, 63)])
+def test_a_near_miss_among_several_v1_values_is_refused(v1: str) -> None:
+    with pytest.raises(InvalidSignature, match="does not match"):
+        verify_sandbox_signature(SECRET, f"t={TIMESTAMP},v1={'0' * 64},v1={v1},v1={'f' * 64}", BODY, NOW)
+
+
+@pytest.mark.parametrize("position", [0, 1, 2, 4])
+def test_the_valid_signature_is_accepted_wherever_it_is_among_several(position: int) -> None:
+    others = [V1[:63], "", V1.upper(), _one_char_changed(V1, 0)]
+    values = [*others[:position], V1, *others[position:]]
+    verify_sandbox_signature(SECRET, f"t={TIMESTAMP}," + ",".join(f"v1={v}" for v in values), BODY, NOW)
+
+
+@pytest.mark.parametrize("v1", ["\udcff", V1[:-1] + "\udce9", "\udc80" * 64], ids=["one", "last", "64"])
+def test_v1_with_undecodable_bytes_is_refused(v1: str) -> None:
+    # A header's undecodable bytes arrive as lone surrogates: a refusal (401), never an encoding error (500).
+    with pytest.raises(InvalidSignature, match="does not match"):
+        verify_sandbox_signature(SECRET, f"t={TIMESTAMP},v1={v1}", BODY, NOW)
+
+
+@pytest.mark.parametrize(
+    ("header", "now_s", "message"),
+    [
+        (None, NOW, "missing Sandbox-Signature header"),
+        (f"v1={V1}", NOW, "signature header has no valid timestamp"),
+        (HEADER, TIMESTAMP + 301, "signature timestamp outside the tolerance"),
+        (f"t={TIMESTAMP},v1={V1[:-1]}", NOW, "signature does not match"),
+    ],
+    ids=["missing", "timestamp", "tolerance", "mismatch"],
+)
+def test_each_refusal_says_exactly_why(header: str | None, now_s: int, message: str) -> None:
+    # The reason is logged and counted: each refusal keeps its own words.
+    with pytest.raises(InvalidSignature) as info:
+        verify_sandbox_signature(SECRET, header, BODY, now_s)
+    assert str(info.value) == message
+
+
+def test_a_signature_of_the_empty_body_does_not_verify_another_body() -> None:
+    empty = sign_sandbox_payload(SECRET, b"", TIMESTAMP)
+    verify_sandbox_signature(SECRET, empty, b"", NOW)
+    with pytest.raises(InvalidSignature, match="does not match"):
+        verify_sandbox_signature(SECRET, empty, BODY, NOW)
+
+
 @pytest.mark.parametrize("now_s", [TIMESTAMP + 301, TIMESTAMP - 301, TIMESTAMP + 300.5, TIMESTAMP + 10**6])
 def test_timestamp_outside_the_tolerance_is_refused(now_s: float) -> None:
     with pytest.raises(InvalidSignature, match="tolerance"):
@@ -229,6 +322,23 @@ def test_parse_refuses_non_object(adapter: SandboxAdapter, payload: Any) -> None
 def test_parse_refuses_unknown_type(adapter: SandboxAdapter, type_: Any) -> None:
     with pytest.raises(MalformedWebhook, match="unknown event type"):
         parse(adapter, webhook(type_))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{", "body is not JSON"),
+        (b"[]", "body must be a JSON object"),
+        (json.dumps(webhook("checkout.refunded")).encode(), "unknown event type 'checkout.refunded'"),
+        (json.dumps({"id": "evt_1"}).encode(), "unknown event type None"),
+    ],
+)
+def test_malformed_webhook_messages_say_exactly_what_is_wrong(
+    adapter: SandboxAdapter, body: bytes, message: str
+) -> None:
+    with pytest.raises(MalformedWebhook) as info:
+        adapter.parse_webhook({}, body)
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize("type_", [["checkout.succeeded"], {"name": "checkout.succeeded"}])

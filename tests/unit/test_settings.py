@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from services.page.domain import integration_for_user
-from shared.settings import ConfigError, Settings, load_settings
+from shared.pricing import integration_for_user
+from shared.settings import ConfigError, CsmsSettings, IntegrationSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_TOML = (REPO / "config" / "demo.toml").read_text()
@@ -18,6 +19,9 @@ SECRETS = {
     "EVTOPUP__LAUNCH__SECRET": LAUNCH_SECRET,
     "EVTOPUP__CREDITING__API_TOKEN": "crediting-token-value",
     "EVTOPUP__AMQP__PASSWORD": "amqp-password-value",
+    "EVTOPUP__AMQP__PAGE_PASSWORD": "amqp-page-password",
+    "EVTOPUP__AMQP__PAYMENTS_PASSWORD": "amqp-payments-password",
+    "EVTOPUP__AMQP__CREDITING_PASSWORD": "amqp-crediting-password",
     "EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__API_KEY": "sandbox-api-key-value",
     "EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__WEBHOOK_SECRET": "sandbox-webhook-secret-value",
 }
@@ -509,3 +513,93 @@ def test_production_is_the_active_one(tmp_path: Path) -> None:
         },
     )
     assert integration_for_user(after, "driver-1") == "sandbox_new"
+
+
+# --- deployment: demo or production ---------------------------------------------------------------
+
+
+def test_demo_config_is_a_demo(tmp_path: Path) -> None:
+    assert load(tmp_path).deployment == "demo"
+
+
+@pytest.mark.parametrize("deployment", ['deployment = "production"', ""], ids=["explicit", "default"])
+def test_production_refuses_a_sandbox_integration(tmp_path: Path, deployment: str) -> None:
+    text = DEMO_TOML.replace('deployment = "demo"', deployment)
+    assert text != DEMO_TOML
+    message = config_error(tmp_path, text=text)
+    assert message.startswith("deployment: ")
+    assert "sandbox_demo" in message
+
+
+def test_production_names_every_sandbox_integration(tmp_path: Path) -> None:
+    text = DEMO_TOML.replace('deployment = "demo"', 'deployment = "production"') + TEST_INTEGRATION
+    message = config_error(tmp_path, text=text, env=TEST_INTEGRATION_SECRETS)
+    assert message.startswith("deployment: ")
+    assert "sandbox_demo" in message and "sandbox_test" in message
+
+
+def test_production_refuses_an_inactive_sandbox_integration_too(tmp_path: Path) -> None:
+    # An inactive sandbox can be switched on by one environment variable: it is refused all the same.
+    text = DEMO_TOML.replace('deployment = "demo"', 'deployment = "production"') + TEST_INTEGRATION.replace(
+        "active = true", "active = false"
+    )
+    message = config_error(tmp_path, text=text, env=TEST_INTEGRATION_SECRETS)
+    assert message.startswith("deployment: ")
+    assert "sandbox_test" in message
+
+
+@pytest.mark.parametrize("value", ["staging", "Demo", "", "test"])
+def test_deployment_must_be_demo_or_production(tmp_path: Path, value: str) -> None:
+    message = config_error(tmp_path, text=DEMO_TOML.replace('deployment = "demo"', f'deployment = "{value}"'))
+    assert message.startswith("deployment: ")
+
+
+def test_demo_with_a_test_sandbox_integration_is_accepted(tmp_path: Path) -> None:
+    settings = load(tmp_path, text=DEMO_TOML + TEST_INTEGRATION, env=TEST_INTEGRATION_SECRETS)
+    assert settings.deployment == "demo"
+    assert set(settings.integrations) == {"sandbox_demo", "sandbox_test"}
+
+
+@pytest.mark.parametrize("kind", ["ocpi", "LEDGER", ""])
+def test_csms_kind_other_than_ledger_is_refused(tmp_path: Path, kind: str) -> None:
+    # Only "ledger" exists today; the demo rule below is what keeps a demo on it once others do.
+    message = config_error(tmp_path, env={"EVTOPUP__CSMS__KIND": kind})
+    assert message.startswith("csms.kind: ")
+
+
+def _with(settings: Settings, **fields: object) -> dict[str, object]:
+    """The validated fields of ``settings`` with some replaced, to validate again as a whole."""
+    return {**dict(settings), **fields}
+
+
+def _real_processor(settings: Settings) -> IntegrationSettings:
+    """An integration of a processor that is not the sandbox. No such processor exists yet, so it is
+    built without validation; the whole-file rules are what is under test."""
+    demo = settings.integrations["sandbox_demo"]
+    return IntegrationSettings.model_construct(**{**dict(demo), "processor": "realpay", "environment": "test"})
+
+
+def test_demo_refuses_a_processor_other_than_the_sandbox(tmp_path: Path) -> None:
+    settings = load(tmp_path)
+    integrations = {**settings.integrations, "realpay_main": _real_processor(settings)}
+    with pytest.raises(ValidationError) as info:
+        Settings.model_validate(_with(settings, integrations=integrations))
+    message = str(info.value)
+    assert 'deployment: "demo" runs only sandbox integrations' in message
+    assert "realpay_main" in message
+
+
+def test_production_accepts_a_processor_other_than_the_sandbox(tmp_path: Path) -> None:
+    settings = load(tmp_path)
+    real = _real_processor(settings).model_copy(update={"environment": "production"})
+    validated = Settings.model_validate(_with(settings, deployment="production", integrations={"realpay_main": real}))
+    assert validated.deployment == "production"
+    assert list(validated.integrations) == ["realpay_main"]
+
+
+def test_demo_refuses_a_csms_other_than_the_ledger(tmp_path: Path) -> None:
+    settings = load(tmp_path)
+    other = CsmsSettings.model_construct(kind="ocpi")  # no such kind yet: built without validation
+    with pytest.raises(ValidationError) as info:
+        Settings.model_validate(_with(settings, csms=other))
+    assert 'deployment: "demo" credits only the built-in ledger' in str(info.value)
