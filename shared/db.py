@@ -67,9 +67,17 @@ async def connect(dsn: str, password: str | None = None) -> asyncpg.Connection:
         raise DatabaseUnavailable(f"PostgreSQL at {_where(dsn)} is not answering: {exc}") from None
 
 
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """What the pool does to a connection handed back, beyond ending its transaction: nothing. The
+    default is one more round trip per use (``RESET ALL; UNLISTEN *; ...``) for session state that
+    pooled connections never hold here (LISTEN and advisory locks use connections of their own)."""
+
+
 async def create_pool(dsn: str, max_size: int, password: str | None = None) -> asyncpg.Pool:
     try:
-        pool = await asyncpg.create_pool(dsn, password=password, min_size=1, max_size=max_size, timeout=10)
+        pool = await asyncpg.create_pool(
+            dsn, password=password, min_size=1, max_size=max_size, timeout=10, reset=_keep_session
+        )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"PostgreSQL at {_where(dsn)} is not answering: {exc}") from None
     assert pool is not None

@@ -44,6 +44,8 @@ async def build(runtime: Runtime) -> None:
         pool,
         {CreditApplied: consumers.on_credit_applied},
         publishers=trusted_publishers(settings.amqp),
+        # Marking a payment credited is idempotent by itself: no inbox row per top-up.
+        inbox=False,
     )
     await credit_events.start(runtime.connection, settings.amqp.prefetch)
     runtime.add_consumer(credit_events)

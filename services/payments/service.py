@@ -145,7 +145,10 @@ async def _apply_stored_event(conn: Connection, integration_id: str, event_row_i
     payment = await store.lock_payment_by_reference(conn, integration_id, event.processor_reference)
     if payment is None:
         return "unknown_payment"
-    with structlog.contextvars.bound_contextvars(correlation_id=payment.correlation_id):
+    # Every log line of this payment says whose money it is.
+    with structlog.contextvars.bound_contextvars(
+        correlation_id=payment.correlation_id, environment=payment.environment
+    ):
         decision = domain.decide(payment.status, payment.charge_minor, payment.currency, event)
         if decision.new_status is None:
             await store.mark_event(conn, event_row_id, payment.id, "no_change")

@@ -169,3 +169,35 @@ async def test_the_janitor_removes_old_inbox_rows_only(scratch_pool: asyncpg.Poo
     left = {r["message_id"] for r in await scratch_pool.fetch("SELECT message_id FROM inbox")}
     assert left == set(recent)
     assert await janitor.run_once(batch_size=2) == {"inbox": 0}
+
+
+async def test_without_the_inbox_a_handler_runs_on_every_delivery_and_records_nothing(
+    broker: AbstractRobustConnection, scratch_pool: asyncpg.Pool
+) -> None:
+    """For a handler idempotent by itself (payments marking a payment credited): a redelivery runs it
+    again, and no inbox row is written for it."""
+    channel = await broker.channel()
+    routing_key = f"test.no_inbox.{uuid.uuid4().hex[:6]}"
+    queue = await temp_queue(channel, routing_key)
+    seen: list[uuid.UUID] = []
+
+    async def record(conn: db.Connection, envelope: Envelope, _payload: Any) -> None:
+        assert not conn.is_in_transaction()  # one statement, in autocommit
+        seen.append(envelope.id)
+
+    consumer = amqp.IdempotentConsumer(
+        "test", amqp.QueueSpec(queue.name, (routing_key,)), scratch_pool, {PaymentSucceeded: record}, inbox=False
+    )
+    await consumer.start(broker, prefetch=5)
+    try:
+        envelope = envelope_for(a_payment(), producer="test", correlation_id="c-no-inbox")
+        await publish(broker, routing_key, envelope)
+        await publish(broker, routing_key, envelope)  # the same message again, as a redelivery would be
+        async def both_handled() -> bool:
+            return len(seen) == 2
+
+        await eventually(both_handled, 10, "the handler did not run for both")
+        assert seen == [envelope.id, envelope.id]
+        assert await scratch_pool.fetchval("SELECT count(*) FROM inbox WHERE message_id = $1", envelope.id) == 0
+    finally:
+        await consumer.stop(5)
