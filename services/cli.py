@@ -211,8 +211,8 @@ async def dead_letters(settings: Settings, args: argparse.Namespace) -> None:
             print(json.dumps(letter.as_dict()))
     else:
         result = await replay_dead_letters(settings.amqp, args.limit, args.message_id)
-        for message_id, origin in result.refused:
-            print(f"evtopup: not replayed: {message_id}: origin {origin!r} is not an event queue", file=sys.stderr)
+        for message_id, why in result.refused:
+            print(f"evtopup: not replayed: {message_id}: {why}", file=sys.stderr)
         print(f"replayed {result.replayed} message(s)")
 
 

@@ -54,6 +54,8 @@ UNROUTABLE_QUEUE = "evtopup.unroutable"
 CHECKOUT_RPC_QUEUE = "payments.checkout_rpc"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 REASON_HEADER = "x-evtopup-reason"
+# Who published a message that a consumer dead-lettered (its broker-verified ``user_id``).
+PUBLISHER_HEADER = "x-evtopup-publisher"
 ORIGIN_QUEUE_HEADER = "x-evtopup-queue"
 # A broker that has not confirmed a publish by then is treated as unavailable.
 PUBLISH_TIMEOUT_S = 10.0
@@ -72,6 +74,11 @@ RABBITMQCTL_TIMEOUT_S = 60
 class QueueSpec:
     name: str
     bindings: tuple[str, ...]
+
+    @property
+    def service(self) -> str:
+        """The service that consumes it: every event queue is named ``<service>.<what>``."""
+        return self.name.split(".", 1)[0]
 
 
 CREDITING_QUEUE = QueueSpec("crediting.payment_events", ("payment.succeeded",))
@@ -320,10 +327,14 @@ async def publish_dead_letter(channel: AbstractChannel, message: aio_pika.Messag
         await exchange.publish(message, routing_key=routing_key, mandatory=True)
 
 
-async def dead_letter(channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, reason: str) -> None:
-    """Dead-letter a copy of ``message`` with the reason and the queue that gave up on it."""
-    copy = persistent_copy(message, dead_letter_headers(message.headers, queue, reason))
-    await publish_dead_letter(channel, copy, message.routing_key or "")
+async def dead_letter(
+    channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, reason: str, consumer: str | None
+) -> None:
+    """Dead-letter a copy of ``message`` with the reason and the queue that gave up on it. The copy
+    is stamped with the ``consumer``'s broker user (which the broker verifies) and keeps who
+    published the original, so that a replay can tell a refused forgery from a genuine event."""
+    headers = {**dead_letter_headers(message.headers, queue, reason), PUBLISHER_HEADER: message.user_id or ""}
+    await publish_dead_letter(channel, persistent_copy(message, headers, user_id=consumer), message.routing_key or "")
 
 
 def newer_version_of_known_type(body: bytes) -> Envelope | None:
@@ -423,6 +434,7 @@ class IdempotentConsumer:
         deferred_retry_interval_s: float = DEFERRED_RETRY_INTERVAL_S,
         *,
         publishers: Mapping[str, frozenset[str]] | None = None,
+        user: str | None = None,
         inbox: bool = True,
     ) -> None:
         self.service = service
@@ -432,6 +444,8 @@ class IdempotentConsumer:
         # Per message type, the broker users whose messages of that type are believed (the broker
         # checks ``user_id`` against the publishing connection); None: not checked (tests only).
         self.publishers = publishers
+        # This consumer's broker user: stamped on what it dead-letters, vouching for the letter.
+        self.user = user
         # Without the inbox, a handler must be idempotent by itself (one conditional statement):
         # it then runs alone, in autocommit, one round trip instead of a transaction of four.
         self.inbox = inbox
@@ -567,7 +581,7 @@ class IdempotentConsumer:
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         assert self._channel is not None
         log.error("message_dead_lettered", queue=self.spec.name, reason=reason, message_id=message.message_id)
-        await dead_letter(self._channel, message, self.spec.name, reason)
+        await dead_letter(self._channel, message, self.spec.name, reason, self.user)
         await message.ack()
         self._count("dead_lettered")
 

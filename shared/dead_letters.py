@@ -4,6 +4,7 @@ The same listing shows ``evtopup.unroutable``, where the events exchange keeps w
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +57,38 @@ def _describe(message: AbstractIncomingMessage) -> DeadLetter:
 @dataclass
 class ReplayResult:
     replayed: int = 0
-    # (message id, origin) of dead letters left in place: their origin is no event queue.
-    refused: list[tuple[str | None, str | None]] = field(default_factory=list)
+    # (message id, why) of dead letters left in place.
+    refused: list[tuple[str | None, str]] = field(default_factory=list)
+
+
+def replay_refusal(message: AbstractIncomingMessage, origin: str | None, settings: AmqpSettings) -> str | None:
+    """Why ``message`` must not be replayed to ``origin``, or None. A replay goes out as the
+    operator, whom consumers believe: so an event that consumers would act on is replayed only if
+    its original publisher is the one allowed to publish it. A forgery a consumer refused stays
+    refused, and so does a letter that did not come from the consumer of ``origin`` (anyone who may
+    write to the dead-letter exchange could otherwise dress one up)."""
+    spec = next((q for q in amqp.EVENT_QUEUES if q.name == origin), None)
+    if spec is None:
+        return f"origin {origin!r} is not an event queue"
+    try:
+        message_type = json.loads(message.body).get("type")
+    except (ValueError, AttributeError):
+        message_type = None
+    allowed = amqp.trusted_publishers(settings).get(message_type) if isinstance(message_type, str) else None
+    if allowed is None:
+        return None  # no event anyone acts on: its consumer refuses it again, harmlessly
+    headers = message.headers or {}
+    if amqp.REASON_HEADER in headers:
+        # Dead-lettered by a consumer: the letter must come from that queue's consumer.
+        if message.user_id != settings.credentials(spec.service)[0]:
+            return f"not dead-lettered by the consumer of {origin}: cannot vouch for its publisher"
+        publisher = _text(headers.get(amqp.PUBLISHER_HEADER))
+    else:
+        # Dead-lettered by the broker, which keeps the original properties, user_id included.
+        publisher = message.user_id
+    if publisher not in allowed:
+        return f"{message_type} was published by {publisher!r}, who may not publish it"
+    return None
 
 
 async def list_dead_letters(
@@ -104,13 +135,15 @@ async def replay_dead_letters(settings: AmqpSettings, limit: int, message_id: st
                 if message_id is not None and message.message_id != message_id:
                     continue
                 origin = _describe(message).queue
-                if origin not in amqp.EVENT_QUEUE_NAMES:
-                    result.refused.append((message.message_id, origin))
+                refusal = replay_refusal(message, origin, settings)
+                if refusal is not None:
+                    result.refused.append((message.message_id, refusal))
                     continue
+                assert origin is not None
                 headers = {
                     k: v
                     for k, v in (message.headers or {}).items()
-                    if k not in (amqp.REASON_HEADER, amqp.ORIGIN_QUEUE_HEADER, "x-death")
+                    if k not in (amqp.REASON_HEADER, amqp.ORIGIN_QUEUE_HEADER, amqp.PUBLISHER_HEADER, "x-death")
                 }
                 await channel.default_exchange.publish(
                     amqp.persistent_copy(message, headers, user_id=settings.username),

@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractExchange
 
 from shared.amqp import PUBLISH_TIMEOUT_S
 from shared.db import Connection
-from shared.logging import get_logger
+from shared.logging import accept_correlation_id, get_logger
 from shared.messages import Contract, Envelope, envelope_for
 from shared.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING, OUTBOX_PUBLISHED
 
@@ -53,11 +53,12 @@ async def enqueue(
     correlation_id: str,
     causation_id: uuid.UUID | None = None,
 ) -> Envelope:
-    """Add an event to the outbox inside the caller's transaction."""
+    """Add an event to the outbox inside the caller's transaction. A correlation id stored by an
+    older version (any text) is replaced here, so that it can never make the event unreadable."""
     envelope = envelope_for(
         payload,
         producer=producer,
-        correlation_id=correlation_id,
+        correlation_id=accept_correlation_id(correlation_id),
         causation_id=causation_id,
     )
     await conn.execute(
@@ -216,7 +217,7 @@ class OutboxRelay:
         if retrying:
             await self.pool.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = f.error,"
-                " next_attempt_at = now() + make_interval(secs => least($3, $4 * power(2, attempts)))"
+                " next_attempt_at = now() + make_interval(secs => least($3, $4 * power(2, least(attempts, 16))))"
                 " FROM unnest($1::bigint[], $2::text[]) AS f(id, error) WHERE outbox.id = f.id",
                 [i for i, _ in retrying],
                 [error[:ERROR_TEXT_MAX] for _, error in retrying],

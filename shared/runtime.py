@@ -82,7 +82,7 @@ class Runtime:
             service_dsn(self.settings, self.name),
             self.pool,
             self.exchange,
-            publisher=self.settings.amqp.credentials(self.name)[0],
+            publisher=self.broker_user,
         )
         self.spawn(relay.run())
         self._janitor = Janitor(self.name, self.pool, self.settings.retention.interval_s)
@@ -90,6 +90,11 @@ class Runtime:
         self.app[POOL_KEY] = self.pool
         self.app[SETTINGS_KEY] = self.settings
         add_health_routes(self.internal_app, [self._database_ready, self._broker_ready])
+
+    @property
+    def broker_user(self) -> str:
+        """The service's own broker user: the ``user_id`` on everything it publishes."""
+        return self.settings.amqp.credentials(self.name)[0]
 
     async def _database_ready(self) -> None:
         await self.pool.fetchval("SELECT 1")

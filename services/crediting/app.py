@@ -15,6 +15,7 @@ async def build(runtime: Runtime) -> None:
     consumer = IdempotentConsumer(
         NAME, CREDITING_QUEUE, runtime.pool, {PaymentSucceeded: consumers.payment_succeeded_handler(runtime.settings)},
         publishers=trusted_publishers(runtime.settings.amqp),
+        user=runtime.broker_user,
     )
     await consumer.start(runtime.connection, runtime.settings.amqp.prefetch)
     runtime.add_consumer(consumer)

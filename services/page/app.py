@@ -27,6 +27,7 @@ async def build(runtime: Runtime) -> None:
             CreditApplied: consumers.on_credit_applied,
         },
         publishers=trusted_publishers(runtime.settings.amqp),
+        user=runtime.broker_user,
     )
     await consumer.start(runtime.connection, runtime.settings.amqp.prefetch)
     runtime.add_consumer(consumer)

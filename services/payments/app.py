@@ -26,6 +26,9 @@ async def build(runtime: Runtime) -> None:
     http = aiohttp.ClientSession()
     runtime.on_cleanup(http.close)
     adapters = build_adapters(settings, http)
+    await store.mark_older_test_payments(
+        runtime.pool, [i for i, integration in settings.integrations.items() if integration.environment == "test"]
+    )
     runtime.app[webhooks.ADAPTERS_KEY] = adapters
     webhooks.add_routes(runtime.app)
     # The sandbox takes no money: its routes exist only in a demo deployment (the settings refuse it
@@ -44,6 +47,7 @@ async def build(runtime: Runtime) -> None:
         pool,
         {CreditApplied: consumers.on_credit_applied},
         publishers=trusted_publishers(settings.amqp),
+        user=runtime.broker_user,
         # Marking a payment credited is idempotent by itself: no inbox row per top-up.
         inbox=False,
     )

@@ -351,3 +351,16 @@ DELETE_SANDBOX_CHECKOUTS_SQL = (
     "DELETE FROM sandbox_checkouts WHERE reference IN (SELECT reference FROM sandbox_checkouts"
     " WHERE created_at < $1 LIMIT $2)"
 )
+
+
+async def mark_older_test_payments(pool: asyncpg.Pool, test_integrations: list[str]) -> int:
+    """Payments made before payments recorded an environment (migration 003) took its default,
+    production: those of integrations configured as test are test money. Idempotent; returns how
+    many it corrected."""
+    result: str = await pool.execute(
+        "UPDATE payments SET environment = 'test' WHERE environment = 'production' AND integration_id = ANY($1)"
+        " AND created_at < (SELECT applied_at FROM schema_migrations WHERE component = 'payments' AND version = 3)",
+        test_integrations,
+    )
+    return int(result.split()[-1])
+

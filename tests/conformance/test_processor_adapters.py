@@ -23,6 +23,7 @@ from services.payments.processors.base import (
     InvalidSignature,
     MalformedWebhook,
     ProcessorAdapter,
+    ProcessorUnavailable,
 )
 from tests.harness import Stack
 from tests.simulators.sandbox import SandboxSimulator
@@ -134,3 +135,44 @@ async def test_polling_reports_pending_then_the_outcome(subject: Subject) -> Non
         assert settled.kind is kind
         assert (settled.amount_minor, settled.currency) == (4321, "EUR")
         assert settled.processor_reference == checkout.processor_reference
+
+
+@pytest.mark.parametrize("answer", ["html_200", "error_500", "not_listening"])
+async def test_a_processor_error_never_carries_a_credential(stack: Stack, answer: str) -> None:
+    """A processor (or a proxy in front of it) answering something unreadable makes
+    ``ProcessorUnavailable``, whose text goes to logs, the payment row and the page's RPC error:
+    it must never carry the integration's secrets (an HTTP client error's repr holds the request)."""
+    from aiohttp import web
+
+    async def unreadable(http_request: web.Request) -> web.Response:
+        if answer == "html_200":
+            return web.Response(text="<html>maintenance</html>", content_type="text/html")
+        return web.Response(status=500, text=str(dict(http_request.headers)))
+
+    runner = web.AppRunner(web.Application(middlewares=[]))
+    runner.app.router.add_route("*", "/{tail:.*}", unreadable)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    if answer == "not_listening":
+        await runner.cleanup()
+    try:
+        for name, case in CASES.items():
+            integration = stack.settings.integrations[case.integration_id]
+            pointed = integration.model_copy(update={"api_base_url": f"http://127.0.0.1:{port}"})
+            secrets = [
+                getattr(integration, field).get_secret_value()
+                for field, info in type(integration).model_fields.items()
+                if info.annotation is not None and "Secret" in str(info.annotation)
+            ]
+            assert secrets, name
+            async with aiohttp.ClientSession() as http:
+                adapter = ADAPTERS[name](case.integration_id, pointed, stack.settings.services, http)
+                for call in (adapter.create_checkout(checkout_request()), adapter.fetch_status("ref-x")):
+                    with pytest.raises(ProcessorUnavailable) as failure:
+                        await call
+                    assert not [s for s in secrets if s in str(failure.value)], (name, answer)
+    finally:
+        if answer != "not_listening":
+            await runner.cleanup()

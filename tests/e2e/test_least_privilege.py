@@ -15,9 +15,10 @@ from aiormq.exceptions import ChannelAccessRefused
 from yarl import URL
 
 from shared import amqp
-from shared.messages import envelope_for
+from shared.dead_letters import list_dead_letters, replay_dead_letters
+from shared.messages import PaymentSucceeded, envelope_for
 from tests import factories
-from tests.harness import Driver, Stack
+from tests.harness import Driver, Stack, eventually
 
 pytestmark = [pytest.mark.e2e]
 
@@ -27,56 +28,103 @@ def broker_url(stack: Stack, service: str) -> str:
     return str(URL(stack.settings.amqp.url).with_user(username).with_password(password.get_secret_value()))
 
 
-async def take_dead_letter(stack: Stack, message_id: str, timeout_s: float = 30) -> AbstractIncomingMessage:
-    """Wait for the dead letter ``message_id`` and take it out of the queue (others stay)."""
+async def take_dead_letters(stack: Stack, message_id: str, copies: int, timeout_s: float = 30) -> None:
+    """Wait for ``copies`` dead letters of ``message_id`` and take them out of the queue (others
+    stay): the session's stack must end with an empty dead-letter queue."""
+    taken = 0
+    deadline = asyncio.get_running_loop().time() + timeout_s
     operator = await amqp.connect(stack.settings.amqp)
     async with operator:
         channel = await operator.channel()
         queue = await channel.get_queue(amqp.DEAD_LETTER_QUEUE)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
+        while taken < copies:
             held: list[AbstractIncomingMessage] = []
             try:
                 while (message := await queue.get(no_ack=False, fail=False)) is not None:
                     if message.message_id == message_id:
                         await message.ack()
-                        return message
-                    held.append(message)
+                        taken += 1
+                    else:
+                        held.append(message)
             finally:
                 for other in held:
                     await other.nack(requeue=True)
-            assert asyncio.get_running_loop().time() < deadline, f"{message_id} was never dead-lettered"
-            await asyncio.sleep(0.2)
+            if taken < copies:
+                assert asyncio.get_running_loop().time() < deadline, f"{message_id}: {taken} of {copies} dead letters"
+                await asyncio.sleep(0.2)
+
+
+async def publish_as(stack: Stack, service: str, payload: PaymentSucceeded) -> str:
+    """Publish ``payload`` on the events exchange as ``service``'s broker user; its message id."""
+    envelope = envelope_for(payload, producer=service, correlation_id=f"as-{service}")
+    connection = await aio_pika.connect(broker_url(stack, service), timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(amqp.EVENTS_EXCHANGE, ensure=False)
+        await exchange.publish(
+            aio_pika.Message(
+                envelope.model_dump_json().encode(),
+                message_id=str(envelope.id),
+                user_id=stack.settings.amqp.credentials(service)[0],
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=payload.TYPE,
+        )
+    return str(envelope.id)
+
+
+async def wait_dead_lettered(stack: Stack, message_id: str) -> str:
+    """The reason a consumer gave for dead-lettering ``message_id`` (the letter stays queued)."""
+
+    async def reason() -> str | None:
+        letters = await list_dead_letters(stack.settings.amqp, 1000)
+        return next((d.reason for d in letters if d.message_id == message_id), None)
+
+    return await eventually(reason, 30, f"{message_id} was never dead-lettered")
 
 
 @pytest.mark.usefixtures("services")
-async def test_a_payment_event_from_anyone_but_payments_is_dead_lettered_not_credited(
+async def test_a_payment_event_from_anyone_but_payments_is_refused_and_never_replayed(
     driver: Driver, stack: Stack
 ) -> None:
     user_id = f"forged-{uuid.uuid4().hex[:8]}"
     forged = factories.payment_succeeded(
         payment_id=uuid.uuid4(), order_id=uuid.uuid4(), user_id=user_id, integration_id="sandbox_main"
     )
-    envelope = envelope_for(forged, producer="payments", correlation_id="forged-1")
-    page_user = stack.settings.amqp.credentials("page")[0]
-    connection = await aio_pika.connect(broker_url(stack, "page"), timeout=10)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(amqp.EVENTS_EXCHANGE, ensure=False)
-        # The page's user may publish events (the broker allows the exchange) and stamps itself...
-        await exchange.publish(
-            aio_pika.Message(
-                envelope.model_dump_json().encode(),
-                message_id=str(envelope.id),
-                user_id=page_user,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key="payment.succeeded",
-        )
-    # ... but crediting believes payment.succeeded only from payments' user.
-    letter = await take_dead_letter(stack, str(envelope.id))
-    assert "may not publish" in str((letter.headers or {})[amqp.REASON_HEADER])
+    # The page's user may publish to the events exchange and stamps itself (the broker checks that)...
+    message_id = await publish_as(stack, "page", forged)
+    # ... but crediting believes payment.succeeded only from payments' user,
+    assert "may not publish" in await wait_dead_lettered(stack, message_id)
+    # and the operator's replay, which consumers believe, does not launder it.
+    result = await replay_dead_letters(stack.settings.amqp, 1000, message_id)
+    assert result.replayed == 0
+    # Both of its consumers (crediting and the page) refused it, and neither copy is replayed.
+    refusal = f"payment.succeeded was published by {page_user(stack)!r}, who may not publish it"
+    assert result.refused == [(message_id, refusal), (message_id, refusal)]
+    await take_dead_letters(stack, message_id, copies=2)
     assert await driver.balance(user_id) == 0
+
+
+@pytest.mark.usefixtures("services")
+async def test_a_genuine_event_a_consumer_refused_can_be_replayed(stack: Stack) -> None:
+    # Published by payments itself, refused by crediting for what it says (test money for a user
+    # outside the test list): the operator may send it back, and it is refused again.
+    test_money = factories.payment_succeeded(
+        payment_id=uuid.uuid4(),
+        order_id=uuid.uuid4(),
+        user_id="not-a-tester",
+        integration_id="sandbox_trial",
+        environment="test",
+    )
+    message_id = await publish_as(stack, "payments", test_money)
+    assert "outside the test_users" in await wait_dead_lettered(stack, message_id)
+    result = await replay_dead_letters(stack.settings.amqp, 1000, message_id)
+    assert (result.replayed, result.refused) == (1, [])
+    await take_dead_letters(stack, message_id, copies=1)  # dead-lettered again, by crediting, after the replay
+
+
+def page_user(stack: Stack) -> str:
+    return stack.settings.amqp.credentials("page")[0]
 
 
 async def test_a_service_cannot_pose_as_another_publisher(stack: Stack) -> None:
@@ -104,6 +152,7 @@ async def test_a_service_reads_only_its_own_queues(stack: Stack, service: str, q
     connection = await aio_pika.connect(broker_url(stack, service), timeout=10)
     async with connection:
         channel = await connection.channel()
+
         async def ignore(_message: AbstractIncomingMessage) -> None:
             pass
 

@@ -286,5 +286,5 @@ async def test_replay_goes_only_to_event_queues(stack: Stack, broker: AbstractRo
     await amqp.publish_dead_letter(channel, message, "payment.succeeded")
     result = await replay_dead_letters(stack.settings.amqp, 1000, message.message_id)
     assert result.replayed == 0
-    assert result.refused == [(message.message_id, amqp.CHECKOUT_RPC_QUEUE)]
+    assert result.refused == [(message.message_id, f"origin {amqp.CHECKOUT_RPC_QUEUE!r} is not an event queue")]
     await take_dead_letters(channel, {(str(message.message_id), amqp.CHECKOUT_RPC_QUEUE)})

@@ -109,7 +109,9 @@ class SandboxAdapter(ProcessorAdapter):
                 body: dict[str, Any] = await response.json()
                 return body
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ProcessorUnavailable(f"sandbox {method} {path} failed: {exc!r}") from None
+            # Only the exception's kind: an aiohttp error's repr carries the request's headers, and
+            # with them the API key, into logs, the payment row and the page's RPC error.
+            raise ProcessorUnavailable(f"sandbox {method} {path} failed: {type(exc).__name__}") from None
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         body = await self._call(
