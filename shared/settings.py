@@ -465,7 +465,21 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         # A secret (or a secret's file) is taken as it is, whatever characters it starts with.
         key = parts[-1]
         plain = key.removesuffix("_file")
-        node[key] = raw if _is_secret_path([*parts[:-1], plain]) else _env_value(name, raw)
+        value = raw if _is_secret_path([*parts[:-1], plain]) else _env_value(name, raw)
+        if isinstance(value, dict) and _holds_secrets(parts, value):
+            # Each secret has a variable of its own, which `run all` can keep from other services.
+            raise ConfigError(f"{name}: a table set as JSON may not hold secrets; set each one by its own variable")
+        node[key] = value
+
+
+def _holds_secrets(parts: list[str], value: dict[str, Any]) -> bool:
+    """Whether ``value``, set at ``parts`` as a JSON table, holds a secret (or a secret's file)."""
+    nested: dict[str, Any] = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    return any(
+        name in node or f"{name}_file" in node for node, name, _dotted, _owners in _secret_fields(nested, Settings, "")
+    )
 
 
 def secret_environment_names(environ: Mapping[str, str], service: str) -> list[str]:

@@ -125,13 +125,17 @@ def verify_launch_token(
 
 
 def mask_user_id(user_id: str) -> str:
-    """Enough of a user id for its owner to recognise it, not enough to learn it: ``us••••42``.
-    The mask's length is fixed, so it does not tell the id's length either."""
+    """Enough of a user id for its owner to recognise it, not enough to learn it: ``us••••0042``.
+    A long id shows its last four characters, so that sequential ids (``user-10042``,
+    ``user-77342``) do not share a mask; never more than six characters, and never over half of an
+    id of ten or more. The mask's length is fixed, so it does not tell the id's length either."""
     if len(user_id) <= 4:
         return user_id[:1] + MASK
     if len(user_id) <= 6:
         return user_id[:1] + MASK + user_id[-1:]
-    return user_id[:2] + MASK + user_id[-2:]
+    if len(user_id) < 12:
+        return user_id[:2] + MASK + user_id[-2:]
+    return user_id[:2] + MASK + user_id[-4:]
 
 
 def _derived_key(secret: str, purpose: bytes) -> bytes:

@@ -118,3 +118,30 @@ def test_a_child_process_gets_only_its_own_secret_variables(
     assert "EVTOPUP__AMQP__PASSWORD" in names  # the operator's broker account: no service holds it
     assert f"EVTOPUP__AMQP__{service.upper()}_PASSWORD" not in names
     assert ("EVTOPUP__LAUNCH__SECRET_FILE" in names) == (service != "page")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EVTOPUP__AMQP", '{"url": "amqp://h:5672/v", "password": "operator-password"}'),
+        ("EVTOPUP__INTEGRATIONS__SANDBOX_DEMO", '{"processor": "sandbox", "methods": ["card"], "api_key": "k" }'),
+        ("EVTOPUP__INTEGRATIONS", '{"sandbox_demo": {"webhook_secret_file": "/run/secrets/wh"}}'),
+        ("EVTOPUP__LAUNCH", '{"secret": "launch-secret-0123456789abcdefghijklmnop"}'),
+    ],
+)
+def test_a_secret_inside_a_json_table_is_refused(name: str, value: str) -> None:
+    # Such a variable could not be kept from the services that may not hold the secret in it.
+    with pytest.raises(ConfigError, match=rf"^{name}: a table set as JSON may not hold secrets"):
+        load_settings(DEMO, {**ALL, name: value})
+
+
+def test_a_json_table_without_secrets_is_still_an_override() -> None:
+    settings = load_settings(
+        DEMO,
+        {
+            **ALL,
+            "EVTOPUP__OPERATOR": '{"name": "Other CPO", "currency": "EUR",'
+            ' "locales": ["en"], "default_locale": "en", "return_deep_link": "x://y"}',
+        },
+    )
+    assert settings.operator.name == "Other CPO"
