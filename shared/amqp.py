@@ -658,6 +658,13 @@ class IdempotentConsumer:
                 await publish_dead_letter(self._channel, message, row["routing_key"])
                 await self._forget_deferred(row["message_id"])
                 self._count("dead_lettered")
+            except Exception as exc:
+                # Transient (the database, the broker): this row is tried again next round, and
+                # never holds back the ones after it.
+                log.warning(
+                    "deferred_retry_failed", queue=self.spec.name, message_id=str(row["message_id"]), error=repr(exc)
+                )
+                continue
             done += 1
         remaining = await self.pool.fetchval("SELECT count(*) FROM deferred_messages WHERE queue = $1", self.spec.name)
         DEFERRED_MESSAGES.labels(self.service, self.spec.name).set(remaining)

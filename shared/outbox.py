@@ -156,7 +156,7 @@ class OutboxRelay:
                 "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)"
                 " WHERE id IN (SELECT id FROM outbox WHERE parked_at IS NULL AND next_attempt_at <= now()"
                 "  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-                " RETURNING id, message_id, routing_key, correlation_id, body, attempts",
+                " RETURNING id, message_id, routing_key, correlation_id, body, attempts, returns",
                 BATCH_SIZE,
                 CLAIM_LEASE_S,
             )
@@ -189,17 +189,17 @@ class OutboxRelay:
         outcomes = await asyncio.gather(*(self._publish(row) for row in rows), return_exceptions=True)
         published: list[int] = []
         parked: list[tuple[int, str]] = []
-        retrying: list[tuple[int, str]] = []
+        retrying: list[tuple[int, str, bool]] = []  # (id, error, returned)
         for row, outcome in zip(rows, outcomes, strict=True):
             if outcome is None:
                 published.append(row["id"])
             elif isinstance(outcome, TypeError | ValueError):
                 # Raised while encoding the frame (e.g. a property over 255 bytes): inherent to the row.
                 parked.append((row["id"], f"cannot be encoded as an AMQP message: {outcome}"))
-            elif isinstance(outcome, _Returned) and row["attempts"] + 1 >= PARK_AFTER_RETURNS:
-                parked.append((row["id"], f"unroutable after {row['attempts'] + 1} attempts: {outcome}"))
+            elif isinstance(outcome, _Returned) and row["returns"] + 1 >= PARK_AFTER_RETURNS:
+                parked.append((row["id"], f"unroutable after {row['returns'] + 1} returns: {outcome}"))
             elif isinstance(outcome, Exception):
-                retrying.append((row["id"], repr(outcome)))
+                retrying.append((row["id"], repr(outcome), isinstance(outcome, _Returned)))
             else:
                 raise outcome  # cancellation of the relay itself
         if published:
@@ -216,11 +216,12 @@ class OutboxRelay:
                 log.error("outbox_message_parked", outbox_id=row_id, reason=reason)
         if retrying:
             await self.pool.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = f.error,"
-                " next_attempt_at = now() + make_interval(secs => least($3, $4 * power(2, least(attempts, 16))))"
-                " FROM unnest($1::bigint[], $2::text[]) AS f(id, error) WHERE outbox.id = f.id",
-                [i for i, _ in retrying],
-                [error[:ERROR_TEXT_MAX] for _, error in retrying],
+                "UPDATE outbox SET attempts = attempts + 1, returns = returns + f.returned::int, last_error = f.error,"
+                " next_attempt_at = now() + make_interval(secs => least($4, $5 * power(2, least(attempts, 16))))"
+                " FROM unnest($1::bigint[], $2::text[], $3::bool[]) AS f(id, error, returned) WHERE outbox.id = f.id",
+                [i for i, _, _ in retrying],
+                [error[:ERROR_TEXT_MAX] for _, error, _ in retrying],
+                [returned for _, _, returned in retrying],
                 RETRY_MAX_BACKOFF_S,
                 RETRY_INITIAL_BACKOFF_S,
             )
@@ -268,7 +269,7 @@ async def list_parked(conn: Connection, limit: int) -> list[ParkedMessage]:
 async def unpark(conn: Connection, outbox_id: int) -> bool:
     """Give a parked row back to the relay (after fixing its cause); False if no such parked row."""
     unparked = await conn.fetchval(
-        "UPDATE outbox SET parked_at = NULL, parked_reason = NULL, attempts = 0, next_attempt_at = now()"
+        "UPDATE outbox SET parked_at = NULL, parked_reason = NULL, attempts = 0, returns = 0, next_attempt_at = now()"
         " WHERE id = $1 AND parked_at IS NOT NULL RETURNING true",
         outbox_id,
     )

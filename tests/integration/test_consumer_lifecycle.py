@@ -201,3 +201,46 @@ async def test_without_the_inbox_a_handler_runs_on_every_delivery_and_records_no
         assert await scratch_pool.fetchval("SELECT count(*) FROM inbox WHERE message_id = $1", envelope.id) == 0
     finally:
         await consumer.stop(5)
+
+
+async def test_a_deferred_message_that_fails_for_now_holds_back_none_after_it(
+    broker: AbstractRobustConnection, scratch_pool: asyncpg.Pool
+) -> None:
+    channel = await broker.channel()
+    routing_key = f"test.deferred_isolated.{uuid.uuid4().hex[:6]}"
+    queue = await temp_queue(channel, routing_key)
+    stuck, fine = a_payment(), a_payment()
+    applied: list[uuid.UUID] = []
+
+    async def record(_conn: db.Connection, _envelope: Envelope, payload: PaymentSucceeded) -> None:
+        if payload.payment_id == stuck.payment_id:
+            raise asyncpg.PostgresConnectionError("the database is restarting")
+        applied.append(payload.payment_id)
+
+    consumer = amqp.IdempotentConsumer(
+        "test", amqp.QueueSpec(queue.name, (routing_key,)), scratch_pool, {PaymentSucceeded: record}
+    )
+    await consumer.start(broker, prefetch=5)
+    try:
+        # Both were deferred by an older version of this code, the one that fails first.
+        first_seen = datetime.now(UTC) - timedelta(days=1)
+        for seen_at, payload in ((first_seen, stuck), (first_seen + timedelta(seconds=1), fine)):
+            envelope = envelope_for(payload, producer="test", correlation_id="c-isolated")
+            await scratch_pool.execute(
+                "INSERT INTO deferred_messages (queue, message_id, message_type, version, routing_key, body, reason,"
+                " first_seen_at) VALUES ($1, $2, $3, 1, $4, $5, 'was too new', $6)",
+                queue.name,
+                envelope.id,
+                envelope.type,
+                routing_key,
+                envelope.model_dump_json().encode(),
+                seen_at,
+            )
+        assert await consumer.retry_deferred() == 1
+        assert applied == [fine.payment_id]
+        left = await scratch_pool.fetch("SELECT body FROM deferred_messages WHERE queue = $1", queue.name)
+        assert [Envelope.model_validate_json(bytes(r["body"])).data["payment_id"] for r in left] == [
+            str(stuck.payment_id)
+        ]
+    finally:
+        await consumer.stop(5)

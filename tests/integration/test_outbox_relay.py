@@ -190,6 +190,8 @@ async def test_a_returned_publish_is_a_failure_and_parks_the_row_in_the_end(
         await bare.publish(aio_pika.Message(b"{}"), routing_key="nobody.listens", mandatory=True)
 
     message_id = await insert_row(scratch.pool, "nobody.listens")
+    # Failed attempts of another kind (a broker outage) do not count towards parking.
+    await scratch.pool.execute("UPDATE outbox SET attempts = $2 WHERE message_id = $1", message_id, 10)
     async with running(OutboxRelay("relay-returned", scratch.dsn, scratch.pool, bare)):
 
         async def parked() -> str | None:
@@ -199,7 +201,10 @@ async def test_a_returned_publish_is_a_failure_and_parks_the_row_in_the_end(
             return reason
 
         reason = await eventually(parked, 20, "the returned row was never parked")
-    assert reason.startswith(f"unroutable after {outbox.PARK_AFTER_RETURNS} attempts")
+    assert reason.startswith(f"unroutable after {outbox.PARK_AFTER_RETURNS} returns")
+    # Parked by its own returns, not on its first one for the ten failures before them.
+    attempts = await scratch.pool.fetchval("SELECT attempts FROM outbox WHERE message_id = $1", message_id)
+    assert attempts == 10 + outbox.PARK_AFTER_RETURNS
     await bare.delete()
 
 
