@@ -9,20 +9,30 @@ time-to-credit of a top-up runs from the start of its webhook request to the mom
 
     python -m bench.topup_bench --topups 5000            # saturation: throughput
     python -m bench.topup_bench --topups 2000 --rate 100 # a steady load: time-to-credit
+    python -m bench.topup_bench --csms ampeco --topups 4000 --rate 200  # credited in an AMPECO simulator
+
+With ``--csms ampeco`` each credit is delivered to the AMPECO simulator (tests/simulators/ampeco.py,
+run as a process of its own, answering at once, sending its signed notifications) for 500 users, and
+the time-to-credit ends when AMPECO has confirmed the credit (``credit.applied`` waits for it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +41,7 @@ import aio_pika
 import aiohttp
 
 from services.cli import SERVICES
-from tests.harness import Driver, ServiceProcess, fetch, own_stack
+from tests.harness import REPO, Driver, ServiceProcess, fetch, free_ports, own_stack
 from tests.simulators.sandbox import send_webhook, webhook_body
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -42,22 +52,80 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def create_orders(driver: Driver, count: int, concurrency: int) -> list[str]:
+BENCH_USERS = 500
+TOKEN_ENV = "EVTOPUP_BENCH_AMPECO_TOKEN"
+
+
+def bench_user(index: int, csms: str) -> str:
+    # AMPECO's user ids are positive integers.
+    return str(1 + index % BENCH_USERS) if csms == "ampeco" else f"bench-user-{index % BENCH_USERS}"
+
+
+@contextlib.contextmanager
+def ampeco_simulator() -> Iterator[tuple[str, str]]:
+    """The AMPECO simulator as a process of its own (so that it takes no CPU from the benchmark's
+    client): its base URL and API token."""
+    token = secrets.token_urlsafe(24)
+    (port,) = free_ports(1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.simulators.ampeco", "--port", str(port), "--api-token-env", TOKEN_ENV,
+         "--users", f"1..{BENCH_USERS}"],
+        env={**os.environ, TOKEN_ENV: token},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "listening on" in line, f"the AMPECO simulator did not start: {line!r}"
+        yield line.rsplit(" ", 1)[1].strip(), token
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+
+
+def ampeco_overrides(base_url: str, token: str) -> dict[str, str]:
+    (crediting_port,) = free_ports(1)
+    return {
+        "EVTOPUP__CSMS__KIND": "ampeco",
+        "EVTOPUP__CSMS__BASE_URL": base_url,
+        "EVTOPUP__CSMS__NOTIFICATION_URL": f"http://127.0.0.1:{crediting_port}/webhooks/ampeco",
+        "EVTOPUP__CSMS__API_TOKEN": token,
+        "EVTOPUP__SERVICES__CREDITING_PORT": str(crediting_port),
+    }
+
+
+async def create_orders(driver: Driver, count: int, concurrency: int, csms: str) -> list[str]:
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> str:
         async with semaphore:
-            status, order = await driver.create_topup(f"bench-user-{i % 500}", {"package_id": "p10"})
+            status, order = await driver.create_topup(bench_user(i, csms), {"package_id": "p10"})
             assert status == 201, order
             return str(order["id"])
 
     return await asyncio.gather(*(one(i) for i in range(count)))
 
 
-async def run(topups: int, concurrency: int, rate_per_s: float | None) -> dict[str, Any]:
+async def run(topups: int, concurrency: int, rate_per_s: float | None, csms: str) -> dict[str, Any]:
+    if csms != "ampeco":
+        return await _run(topups, concurrency, rate_per_s, csms, {})
+    with ampeco_simulator() as (base_url, token):
+        return await _run(topups, concurrency, rate_per_s, csms, ampeco_overrides(base_url, token))
+
+
+async def _run(
+    topups: int, concurrency: int, rate_per_s: float | None, csms: str, csms_overrides: dict[str, str]
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="evtopup-bench-"))
     # The poller and the sweeper have nothing to heal here; keep them out of the measurement.
-    overrides = {"EVTOPUP__PAYMENTS__POLL_AFTER_S": "3600", "EVTOPUP__PAYMENTS__SWEEP_AFTER_S": "3600"}
+    overrides = {
+        "EVTOPUP__PAYMENTS__POLL_AFTER_S": "3600",
+        "EVTOPUP__PAYMENTS__SWEEP_AFTER_S": "3600",
+        **csms_overrides,
+    }
     try:
         async with own_stack(tmp, overrides) as stack:
             processes = {name: ServiceProcess(name, stack) for name in SERVICES}
@@ -84,7 +152,7 @@ async def run(topups: int, concurrency: int, rate_per_s: float | None) -> dict[s
                     driver = Driver(stack, http)
                     print(f"creating {topups} orders and checkouts...", flush=True)
                     created_started = time.perf_counter()
-                    order_ids = await create_orders(driver, topups, concurrency)
+                    order_ids = await create_orders(driver, topups, concurrency, csms)
                     create_s = time.perf_counter() - created_started
                     rows = await fetch(
                         stack.dsn("payments"),
@@ -117,6 +185,7 @@ async def run(topups: int, concurrency: int, rate_per_s: float | None) -> dict[s
                 latencies_ms = [(credited_at[i] - sent_at[i]) * 1000 for i in order_ids]
                 return {
                     "benchmark": "topup_webhook_to_credit",
+                    "csms": csms,
                     "at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                     "topups": topups,
@@ -142,10 +211,11 @@ def main() -> None:
     parser.add_argument("--topups", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64, help="webhooks in flight at most")
     parser.add_argument("--rate", type=float, help="send webhooks at this steady rate per second")
+    parser.add_argument("--csms", choices=["ledger", "ampeco"], default="ledger", help="where balances live")
     args = parser.parse_args()
-    result = asyncio.run(run(args.topups, args.concurrency, args.rate))
+    result = asyncio.run(run(args.topups, args.concurrency, args.rate, args.csms))
     RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"topup-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out = RESULTS_DIR / f"topup-{args.csms}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written to {out}")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,11 +19,19 @@ from collections.abc import Sequence
 from urllib.parse import urlencode
 
 from services.crediting import app as crediting_app
+from services.crediting import operations
+from services.crediting import service as crediting_service
+from services.crediting.csms import CsmsUnavailable
+from services.crediting.csms.ampeco.client import AmpecoClient
+from services.crediting.csms.ampeco.tenant import TenantMismatch, prepare_tenant
+from services.crediting.domain import RefusedAction, RefusedCredit
+from services.crediting.store import InsufficientBalance
 from services.page import app as page_app
 from services.page.launch import issue_launch_token
 from services.payments import app as payments_app
 from services.payments import review
 from services.payments.domain import ReviewDecision, ReviewRefused
+from services.reconcile import add_reconcile_parser, reconcile_command
 from services.trace import NotFound, trace
 from shared import amqp, db
 from shared.broker_access import provision_with_rabbitmqctl, vhost_of
@@ -63,6 +72,21 @@ async def setup(settings: Settings) -> None:
     for warning in warnings:
         print(f"evtopup: warning: {warning}", file=sys.stderr)
     print("broker: topology declared")
+    if settings.csms.kind == "ampeco":
+        print(f"ampeco: {await prepare_ampeco(settings)}")
+
+
+async def prepare_ampeco(settings: Settings) -> str:
+    """The tenant's base currency checked and its notification subscription made (setup and start)."""
+    client = AmpecoClient(settings.csms, settings.operator.currency)
+    pool = await db.create_pool(service_dsn(settings, crediting_app.NAME), 2)
+    try:
+        return await prepare_tenant(client, pool, settings)
+    except (TenantMismatch, CsmsUnavailable) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        await pool.close()
+        await client.close()
 
 
 async def migrate(settings: Settings) -> None:
@@ -72,6 +96,12 @@ async def migrate(settings: Settings) -> None:
 
 
 def launch_url(settings: Settings, user_id: str, locale: str | None, ttl_s: int) -> str:
+    page = f"{settings.services.page_public_url.rstrip('/')}/topup"
+    launch = settings.launch
+    if launch.mode == "open":
+        # What AMPECO's app opens: the user id (and locale) as plain parameters.
+        query = {launch.user_param: user_id, launch.locale_param: locale or settings.operator.default_locale}
+        return f"{page}?{urlencode(query)}"
     token = issue_launch_token(
         settings.launch.secret.get_secret_value(),
         user_id,
@@ -81,7 +111,7 @@ def launch_url(settings: Settings, user_id: str, locale: str | None, ttl_s: int)
         audience=settings.launch.audience,
         issuer=settings.launch.issuer,
     )
-    return f"{settings.services.page_public_url.rstrip('/')}/topup?{urlencode({'token': token})}"
+    return f"{page}?{urlencode({'token': token})}"
 
 
 def _check_ports_free(settings: Settings, services: Sequence[str]) -> None:
@@ -202,7 +232,68 @@ def _parser() -> argparse.ArgumentParser:
     decision.add_argument("--reject", action="store_const", dest="decision", const=ReviewDecision.REJECT)
     review_settle.add_argument("--by", required=True, help="who decides (kept in the audit record)")
     review_settle.add_argument("--note", required=True, help="why (kept in the audit record)")
+    deliveries = commands.add_parser("deliveries", help="credits on their way to the CSMS: list them, resolve one")
+    delivery_commands = deliveries.add_subparsers(dest="action", required=True)
+    deliveries_list = delivery_commands.add_parser("list", help="print deliveries as JSON lines, oldest first")
+    deliveries_list.add_argument("--state", choices=list(operations.LISTED_STATES), default="awaiting-operator")
+    deliveries_list.add_argument("--limit", type=int, default=100)
+    resolve = delivery_commands.add_parser("resolve", help="settle an uncertain or failed delivery by hand")
+    resolve.add_argument("id", type=int, help="the delivery's id (from deliveries list)")
+    verdict = resolve.add_mutually_exclusive_group(required=True)
+    verdict.add_argument(
+        "--applied", action="store_const", dest="verdict", const="applied", help="AMPECO shows the change: delivered"
+    )
+    verdict.add_argument(
+        "--not-applied",
+        action="store_const",
+        dest="verdict",
+        const="not_applied",
+        help="AMPECO does not show it: deliver it again",
+    )
+    verdict.add_argument(
+        "--abandon",
+        action="store_const",
+        dest="verdict",
+        const="abandon",
+        help="a failed one AMPECO will never take: give up and reverse it in the ledger",
+    )
+    resolve.add_argument("--by", required=True, help="who decides (kept in the audit record)")
+    resolve.add_argument("--why", required=True, help="what the back office showed (kept in the audit record)")
+    adjust = commands.add_parser("adjust", help="post an audited correction of a driver's balance")
+    adjust.add_argument("--user", required=True, help="CSMS user id")
+    adjust.add_argument("--amount", required=True, type=int, help="minor units, negative to take from the balance")
+    adjust.add_argument("--reason", required=True, help="why (shown in AMPECO's back office, kept in the ledger)")
+    adjust.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (default: $USER)")
+    add_reconcile_parser(commands)
     return parser
+
+
+async def delivery_commands(settings: Settings, args: argparse.Namespace) -> None:
+    pool = await db.create_pool(service_dsn(settings, crediting_app.NAME), 2)
+    try:
+        if args.command == "adjust":
+            if re.fullmatch(settings.user_id_pattern, args.user) is None:
+                raise CliError(f"{args.user!r} is not a user id of this CSMS")
+            try:
+                transfer, delivery_id = await crediting_service.post_adjustment(
+                    pool, settings, args.user, args.amount, args.reason, args.by
+                )
+            except (RefusedCredit, InsufficientBalance) as exc:
+                raise CliError(str(exc)) from None
+            where = f", delivery {delivery_id} to the CSMS" if delivery_id is not None else ""
+            print(f"adjustment {transfer.id} posted{where}")
+        elif args.action == "list":
+            resolve_after_s = settings.csms.uncertain_resolve_after_s
+            for delivery in await operations.list_deliveries(pool, args.state, args.limit, resolve_after_s):
+                print(json.dumps(delivery, default=str))
+        else:
+            try:
+                state = await operations.resolve_delivery(pool, args.id, args.verdict, args.by, args.why)
+            except RefusedAction as exc:
+                raise CliError(f"delivery {args.id} not resolved: {exc}") from None
+            print(f"delivery {args.id}: {state}")
+    finally:
+        await pool.close()
 
 
 async def dead_letters(settings: Settings, args: argparse.Namespace) -> None:
@@ -281,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(parked_outbox(settings, args))
         elif args.command == "review":
             asyncio.run(review_payments(settings, args))
+        elif args.command == "reconcile":
+            return asyncio.run(reconcile_command(settings, args))
+        elif args.command in ("deliveries", "adjust"):
+            asyncio.run(delivery_commands(settings, args))
         elif args.service == "all":
             _check_ports_free(settings, list(SERVICES))
             return run_all(settings, args.config, args.launch_url_for)
@@ -288,7 +383,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_ports_free(settings, [args.service])
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(serve(args.service, settings, SERVICES[args.service]))
-    except (ConfigError, CliError, PortInUse, db.DatabaseUnavailable, amqp.BrokerUnavailable) as exc:
+    except (
+        ConfigError,
+        CliError,
+        PortInUse,
+        db.DatabaseUnavailable,
+        amqp.BrokerUnavailable,
+        TenantMismatch,
+        CsmsUnavailable,
+    ) as exc:
         print(f"evtopup: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -52,6 +52,9 @@ DEAD_LETTER_QUEUE = "evtopup.dead_letters"
 UNROUTABLE_EXCHANGE = "evtopup.unroutable"
 UNROUTABLE_QUEUE = "evtopup.unroutable"
 CHECKOUT_RPC_QUEUE = "payments.checkout_rpc"
+# The page asks crediting whether the CSMS knows a user (``launch.mode = "open"``).
+CSMS_USER_RPC_QUEUE = "crediting.user_rpc"
+RPC_QUEUES = (CHECKOUT_RPC_QUEUE, CSMS_USER_RPC_QUEUE)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 REASON_HEADER = "x-evtopup-reason"
 # Who published a message that a consumer dead-lettered (its broker-verified ``user_id``).
@@ -269,8 +272,10 @@ async def declare_topology(connection: AbstractConnection) -> list[str]:
         declared = await queue(spec.name, quorum)
         for routing_key in spec.bindings:
             await declared.bind(events, routing_key)
-    # Checkout requests are short-lived and carry an expiration; a classic queue honours per-message TTL.
-    await queue(CHECKOUT_RPC_QUEUE, {})
+    # RPC requests (checkouts, user lookups) are short-lived and carry an expiration; a classic queue
+    # honours per-message TTL.
+    for name in RPC_QUEUES:
+        await queue(name, {})
     await channel.close()
     return warnings
 

@@ -13,6 +13,7 @@ from yarl import URL
 from shared.amqp import (
     CHECKOUT_RPC_QUEUE,
     CREDITING_QUEUE,
+    CSMS_USER_RPC_QUEUE,
     DEAD_LETTER_EXCHANGE,
     DIRECT_REPLY_TO,
     EVENTS_EXCHANGE,
@@ -43,13 +44,14 @@ def _only(*names: str) -> str:
 
 
 SERVICE_PERMISSIONS: dict[str, Permissions] = {
-    # The page asks for checkouts over RPC: a request to the default exchange, replies on direct reply-to.
+    # The page asks payments for checkouts and crediting for users (launch.mode = "open") over RPC:
+    # a request to the default exchange, replies on direct reply-to.
     "page": Permissions("^$", _only(*PUBLISHES, DEFAULT_EXCHANGE), _only(PAGE_QUEUE.name, DIRECT_REPLY_TO)),
-    # Payments answers those requests on the default exchange.
-    "payments": Permissions(
-        "^$", _only(*PUBLISHES, DEFAULT_EXCHANGE), _only(CHECKOUT_RPC_QUEUE, PAYMENTS_QUEUE.name)
+    # Payments answers checkout requests, crediting user lookups, on the default exchange.
+    "payments": Permissions("^$", _only(*PUBLISHES, DEFAULT_EXCHANGE), _only(CHECKOUT_RPC_QUEUE, PAYMENTS_QUEUE.name)),
+    "crediting": Permissions(
+        "^$", _only(*PUBLISHES, DEFAULT_EXCHANGE), _only(CREDITING_QUEUE.name, CSMS_USER_RPC_QUEUE)
     ),
-    "crediting": Permissions("^$", _only(*PUBLISHES), _only(CREDITING_QUEUE.name)),
 }
 assert set(SERVICE_PERMISSIONS) == set(SERVICE_NAMES)
 

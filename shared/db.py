@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -65,6 +68,44 @@ async def connect(dsn: str, password: str | None = None) -> asyncpg.Connection:
         return await asyncpg.connect(dsn, password=password, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"PostgreSQL at {_where(dsn)} is not answering: {exc}") from None
+
+
+async def rounds_on_notify(
+    dsn: str,
+    channel: str,
+    wake: asyncio.Event,
+    one_round: Callable[[], Awaitable[bool]],
+    *,
+    idle_s: float,
+    failure_backoff_s: float,
+    failure_event: str,
+) -> None:
+    """Run ``one_round`` forever: again at once while it says there is more to do, else when
+    ``channel`` is NOTIFYed (or ``wake`` set) or after ``idle_s``. LISTEN holds a connection of its
+    own (never the pool's), opened again whenever the database dropped it; a failing round is
+    logged as ``failure_event`` and tried again after ``failure_backoff_s``."""
+    listener: asyncpg.Connection | None = None
+    try:
+        while True:
+            # Cleared before the round, not after: a commit notified during the round must still
+            # wake the next one instead of waiting out the idle poll.
+            wake.clear()
+            try:
+                if listener is None or listener.is_closed():
+                    listener = await asyncpg.connect(dsn, timeout=10)
+                    await listener.add_listener(channel, lambda *_: wake.set())
+                more = await one_round()
+            except Exception as exc:
+                log.warning(failure_event, error=repr(exc))
+                await asyncio.sleep(failure_backoff_s)
+                continue
+            if not more:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), idle_s)
+    finally:
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=5)
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:

@@ -84,7 +84,9 @@ class CreditApplied(Contract):
     amount_minor: StrictInt = Field(gt=0)
     bonus_minor: StrictInt = Field(ge=0)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    balance_minor: StrictInt
+    # The driver's balance after the credit as the CSMS reported it; None when it did not say
+    # (an AMPECO partner user's balance is hidden) or said it finer than the minor unit.
+    balance_minor: StrictInt | None
     environment: Environment = "production"
 
 

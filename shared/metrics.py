@@ -31,6 +31,6 @@ RPC_REQUESTS = Counter("evtopup_rpc_requests_total", "Checkout RPCs, by outcome"
 CREDITS_APPLIED = Counter("evtopup_credits_applied_total", "Ledger credits applied", ["currency", "environment"])
 CREDIT_LATENCY = Histogram(
     "evtopup_credit_latency_seconds",
-    "From payment.succeeded occurred_at to the ledger commit",
+    "From payment.succeeded to the credit confirmed: the ledger commit, or the CSMS's confirmation",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )

@@ -74,6 +74,15 @@ def to_major(amount_minor: int, currency: str) -> Decimal:
     return Decimal(amount_minor).scaleb(-currency_exponent(currency))
 
 
+def from_major(amount: Decimal, currency: str) -> int:
+    """The exact number of minor units in ``amount`` (Decimal('100.50') EUR -> 10050); an amount
+    finer than the currency's minor unit is refused, never rounded."""
+    minor = amount.scaleb(currency_exponent(currency))
+    if not minor.is_finite() or minor != minor.to_integral_value():
+        raise MoneyError(f"{amount} is not a whole number of {currency} minor units")
+    return int(minor)
+
+
 def basis_points(amount_minor: int, rate_bp: int) -> int:
     """``amount * rate_bp / 10_000`` rounded half up, in integers only."""
     if amount_minor < 0 or rate_bp < 0:

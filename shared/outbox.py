@@ -12,7 +12,6 @@ others; anything else (broker down, slow, refusing) is retried with backoff and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 
 from shared.amqp import PUBLISH_TIMEOUT_S
-from shared.db import Connection
+from shared.db import Connection, rounds_on_notify
 from shared.logging import accept_correlation_id, get_logger
 from shared.messages import Contract, Envelope, envelope_for
 from shared.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PENDING, OUTBOX_PUBLISHED
@@ -120,35 +119,19 @@ class OutboxRelay:
             tasks.create_task(self._update_gauges_forever())
 
     async def _relay_forever(self) -> None:
-        # A connection of its own for LISTEN (not from the pool: it lives as long as the relay),
-        # opened again whenever the database dropped it.
-        listener: asyncpg.Connection | None = None
-        try:
-            while True:
-                # Cleared before the batch, not after: a commit notified during the batch must still
-                # wake the next round instead of waiting out the idle poll.
-                self._wake.clear()
-                try:
-                    if listener is None or listener.is_closed():
-                        listener = await self._listen()
-                    result = await self.publish_batch()
-                except Exception as exc:
-                    # The database is unreachable (or a listener could not be opened): the rows stay.
-                    log.warning("outbox_relay_failed", error=repr(exc))
-                    await asyncio.sleep(FAILURE_BACKOFF_S)
-                    continue
-                if result.claimed < BATCH_SIZE:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
-        finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close(timeout=5)
+        # A failed batch (the database unreachable) leaves its rows where they are.
+        await rounds_on_notify(
+            self.dsn,
+            NOTIFY_CHANNEL,
+            self._wake,
+            self._publish_round,
+            idle_s=IDLE_POLL_S,
+            failure_backoff_s=FAILURE_BACKOFF_S,
+            failure_event="outbox_relay_failed",
+        )
 
-    async def _listen(self) -> asyncpg.Connection:
-        connection: asyncpg.Connection = await asyncpg.connect(self.dsn, timeout=10)
-        await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        return connection
+    async def _publish_round(self) -> bool:
+        return (await self.publish_batch()).claimed >= BATCH_SIZE
 
     async def _claim(self) -> list[asyncpg.Record]:
         return list(

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -94,8 +95,13 @@ class OperatorSettings(_Section):
 
 
 class LaunchSettings(_Section):
-    # Only signed launches for now: the "open" compatibility mode needs a CSMS that can confirm users.
-    mode: Literal["signed"] = "signed"
+    # "signed": the charging app opens the page with a short-lived HS256 launch token (``?token=``).
+    # "open": how AMPECO opens an external top-up page, the CSMS user id (and locale) as plain URL
+    # parameters; anyone can type an id, so the CSMS confirms the user and the page never shows a
+    # balance or history. It needs a CSMS that can confirm users (``csms.kind = "ampeco"``).
+    mode: Literal["signed", "open"] = "signed"
+    user_param: str = Field(default="user_id", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
+    locale_param: str = Field(default="locale", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
     secret: PageSecret
     token_max_age_s: int = Field(default=900, gt=0, le=900)
     # A session never outlives this, however active the driver is (at most a day).
@@ -105,6 +111,14 @@ class LaunchSettings(_Section):
     issuer: str | None = Field(default=None, min_length=1)
     # What a CSMS user id may look like; anything else in ``sub`` is refused.
     user_id_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
+
+    @model_validator(mode="after")
+    def _distinct_parameters(self) -> LaunchSettings:
+        if self.user_param == self.locale_param:
+            raise ValueError("user_param and locale_param must differ")
+        if "token" in (self.user_param, self.locale_param):
+            raise ValueError('"token" is the signed launch\'s parameter: name the open launch\'s otherwise')
+        return self
 
     @field_validator("user_id_pattern")
     @classmethod
@@ -183,7 +197,69 @@ class IntegrationSettings(_Section):
 
 
 class CsmsSettings(_Section):
-    kind: Literal["ledger"] = "ledger"
+    """Where drivers' balances live. ``ledger``: crediting's own ledger is the balance. ``ampeco``:
+    the ledger mirrors what was sent to an AMPECO.CHARGE tenant, and each credit is delivered there
+    exactly once (a delivery row, a dispatcher, and evidence when an answer is lost)."""
+
+    kind: Literal["ledger", "ampeco"] = "ledger"
+    # The tenant, e.g. https://cpo.example.com: requests go to {base_url}/public-api/...
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^/?#@\s]+$")
+    # The public URL of crediting's POST /webhooks/ampeco, subscribed to userBalance.changed.
+    notification_url: str | None = Field(default=None, pattern=r"^https?://[^?#@\s]+$", max_length=500)
+    request_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # An uncertain delivery (its answer was lost) that AMPECO's evidence has not settled this long
+    # after the call is listed for the operator (and alerted on).
+    uncertain_resolve_after_s: float = Field(default=600.0, gt=0)
+    # A bearer token from Back Office → API Access Tokens, or OAuth client credentials.
+    api_token: CreditingSecret | None = None
+    client_id: str | None = Field(default=None, min_length=1)
+    client_secret: CreditingSecret | None = None
+    # A lost answer counts as "not applied" only when the balance read before the call is unchanged,
+    # no balance notification for the user arrived since, and this long has passed since the call.
+    # AMPECO answers 202 "accepted": an accepted action may show later, so this is long, and the
+    # tenant must also have confirmed a change requested after the call (its queue moved past it).
+    not_applied_after_s: float = Field(default=300.0, gt=0)
+    # How often uncertain deliveries are re-examined (a notification settles one at once).
+    evidence_interval_s: float = Field(default=5.0, gt=0)
+    # Deliveries refused before sending (connection refused, 429, 5xx on a read) back off up to this.
+    retry_max_backoff_s: float = Field(default=300.0, gt=0)
+    # At most this many calls to the tenant at once (each user has at most one).
+    max_concurrent_calls: int = Field(default=32, gt=0, le=500)
+    # A notification's X-Timestamp must be this close to now; older bodies are never accepted.
+    notification_max_skew_s: float = Field(default=300.0, gt=0)
+    # The userBalance.changed ``type`` an add-balance call produces (undocumented: ask AMPECO and
+    # narrow this); only these count as evidence of our credits.
+    credit_notification_types: list[str] = Field(default=["api_top_up", "add_to_balance"], min_length=1)
+
+    @model_validator(mode="after")
+    def _ampeco_complete(self) -> CsmsSettings:
+        if self.kind != "ampeco":
+            return self
+        if self.base_url is None:
+            raise ValueError('csms.base_url is required with kind = "ampeco"')
+        if self.notification_url is None:
+            raise ValueError('csms.notification_url is required with kind = "ampeco"')
+        if self.not_applied_after_s >= self.uncertain_resolve_after_s:
+            raise ValueError("csms.not_applied_after_s must be shorter than csms.uncertain_resolve_after_s")
+        if not self.base_url.startswith("https://") and not _on_this_machine(self.base_url):
+            raise ValueError("csms.base_url must be https: the API token travels with every request")
+        if isinstance(self.api_token, WithheldSecret) or isinstance(self.client_secret, WithheldSecret):
+            return self  # another service's view: crediting checks its own credentials
+        with_token = self.api_token is not None
+        with_client = self.client_id is not None or self.client_secret is not None
+        if with_token == with_client:
+            raise ValueError(
+                "csms: set either api_token (EVTOPUP__CSMS__API_TOKEN) or client_id with client_secret"
+                " (EVTOPUP__CSMS__CLIENT_SECRET), not both and not neither"
+            )
+        if with_client and (self.client_id is None or self.client_secret is None):
+            raise ValueError("csms: OAuth needs both client_id and client_secret")
+        return self
+
+    @property
+    def user_id_pattern(self) -> str | None:
+        """What a user id must look like for this CSMS (AMPECO's are positive integers)."""
+        return r"^[1-9][0-9]{0,17}$" if self.kind == "ampeco" else None
 
 
 class CreditingSettings(_Section):
@@ -340,9 +416,29 @@ class Settings(_Section):
             real = sorted(set(self.integrations) - set(sandboxes))
             if real:
                 raise ValueError(f'deployment: "demo" runs only sandbox integrations, not {real}')
-            if self.csms.kind != "ledger":
-                raise ValueError('deployment: "demo" credits only the built-in ledger (csms.kind = "ledger")')
+            if self.csms.kind != "ledger" and not _on_this_machine(self.csms.base_url):
+                raise ValueError(
+                    'deployment: "demo" credits only the built-in ledger (csms.kind = "ledger") or an AMPECO'
+                    " simulator on this machine (csms.base_url on 127.0.0.1 or localhost)"
+                )
+        if self.launch.mode == "open" and self.csms.kind != "ampeco":
+            raise ValueError('launch: mode "open" needs a CSMS that confirms users (csms.kind = "ampeco")')
+        if self.csms.kind == "ampeco" and currency_exponent(self.operator.currency) > 3:
+            raise ValueError(
+                f"csms: AMPECO amounts have at most 3 decimals; {self.operator.currency} has more"
+            )
         return self
+
+    @property
+    def user_id_pattern(self) -> str:
+        """What a driver's user id must look like: the CSMS's own rule (AMPECO: a positive integer),
+        else ``launch.user_id_pattern``."""
+        return self.csms.user_id_pattern or self.launch.user_id_pattern
+
+
+def _on_this_machine(url: str | None) -> bool:
+    """Whether ``url`` names a loopback host: a simulator, never a real tenant's balances."""
+    return url is not None and urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _secret_owners(annotation: Any) -> frozenset[str] | None:

@@ -5,20 +5,28 @@ balance."""
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Final, Literal
 
+from services.crediting.csms import BalanceChange, Direction
 from shared.messages import Environment, PaymentSucceeded
 from shared.settings import IntegrationSettings
 
 TOPUP = "topup"
+ADJUSTMENT = "adjustment"
+REVERSAL = "reversal"
 PRODUCTION: Final[Environment] = "production"
 TEST: Final[Environment] = "test"
 
 FEE_REVENUE_ACCOUNT = "revenue:fees"
 BONUS_EXPENSE_ACCOUNT = "expense:bonus"
+ADJUSTMENT_ACCOUNT = "expense:adjustments"
 
 
 class RefusedCredit(Exception):
@@ -38,7 +46,9 @@ def clearing_account(integration_id: str, environment: Environment = PRODUCTION)
     return in_environment(f"processor:{integration_id}", environment)
 
 
-def credit_environment(event: PaymentSucceeded, integrations: Mapping[str, IntegrationSettings]) -> Environment:
+def credit_environment(
+    event: PaymentSucceeded, integrations: Mapping[str, IntegrationSettings], user_id_pattern: str | None = None
+) -> Environment:
     """The environment a payment's money belongs to, from this service's own configuration: a
     payment of an unknown integration, or test money for a user outside the test list, is refused
     whatever the page and payments decided."""
@@ -51,6 +61,8 @@ def credit_environment(event: PaymentSucceeded, integrations: Mapping[str, Integ
         )
     if integration.environment == TEST and event.user_id not in integration.test_users:
         raise RefusedCredit(f"test payment for a user outside the test_users of {event.integration_id}")
+    if user_id_pattern is not None and re.fullmatch(user_id_pattern, event.user_id) is None:
+        raise RefusedCredit("payment for a user id this CSMS cannot have")
     return integration.environment
 
 
@@ -66,14 +78,16 @@ class Transfer:
     id: str
     kind: str
     environment: Environment
-    payment_id: uuid.UUID
-    order_id: uuid.UUID
+    payment_id: uuid.UUID | None
+    order_id: uuid.UUID | None
     user_id: str
     amount_minor: int
     bonus_minor: int
     fee_minor: int
     currency: str
     postings: tuple[Posting, ...]
+    reason: str | None = None
+    actor: str | None = None
 
     @property
     def user_credit_minor(self) -> int:
@@ -115,3 +129,199 @@ def topup_transfer(event: PaymentSucceeded, environment: Environment = PRODUCTIO
     )
     assert sum(p.amount_minor for p in transfer.postings) == 0, "a transfer must balance"
     return transfer
+
+
+def adjustment_transfer(user_id: str, amount_minor: int, currency: str, reason: str, actor: str) -> Transfer:
+    """An operator's correction of a driver's real balance: ``amount_minor`` onto it (negative: off
+    it), against the adjustments account, under an id of its own."""
+    if amount_minor == 0:
+        raise RefusedCredit("an adjustment of zero changes nothing")
+    if not reason.strip():
+        raise RefusedCredit("an adjustment needs a reason")
+    transfer = Transfer(
+        id=f"{ADJUSTMENT}:{uuid.uuid4()}",
+        kind=ADJUSTMENT,
+        environment=PRODUCTION,
+        payment_id=None,
+        order_id=None,
+        user_id=user_id,
+        amount_minor=abs(amount_minor),
+        bonus_minor=0,
+        fee_minor=0,
+        currency=currency,
+        postings=(
+            Posting(user_account(user_id), "adjustment", amount_minor),
+            Posting(ADJUSTMENT_ACCOUNT, "adjustment", -amount_minor),
+        ),
+        reason=reason.strip(),
+        actor=actor,
+    )
+    return transfer
+
+
+def reversal_transfer(original: Transfer, actor: str, why: str) -> Transfer:
+    """The ledger undoing ``original``'s postings (a delivery the operator abandoned): the mirror
+    of the CSMS must not hold what the CSMS refused."""
+    return Transfer(
+        id=f"{REVERSAL}:{original.id}",
+        kind=REVERSAL,
+        environment=original.environment,
+        payment_id=None,
+        order_id=original.order_id,
+        user_id=original.user_id,
+        amount_minor=original.amount_minor,
+        bonus_minor=original.bonus_minor,
+        fee_minor=original.fee_minor,
+        currency=original.currency,
+        postings=tuple(Posting(p.account, p.entry_kind, -p.amount_minor) for p in original.postings),
+        reason=why,
+        actor=actor,
+    )
+
+
+def confirmed_in_ledger(csms_kind: str, environment: Environment) -> bool:
+    """Whether the ledger transfer is the whole credit: with the built-in ledger it is, and test
+    money never leaves the ledger's test accounts for a real CSMS."""
+    return csms_kind == "ledger" or environment == TEST
+
+
+@dataclass(frozen=True)
+class DeliveryIntent:
+    """What the dispatcher is to carry to the CSMS for one transfer: one call, paid plus bonus."""
+
+    transfer_id: str
+    change: BalanceChange
+
+
+def _compact(data: Mapping[str, str | None]) -> str:
+    return json.dumps({k: v for k, v in data.items() if v is not None}, separators=(",", ":"), sort_keys=True)
+
+
+def delivery_intent(transfer: Transfer, processor_reference: str | None = None) -> DeliveryIntent:
+    """One call per transfer for its whole effect on the driver's balance. ``reason`` is what the
+    operator reads in AMPECO's back office; ``app_info`` carries our ids for reconciliation."""
+    change = transfer.user_credit_minor
+    if change == 0:
+        raise RefusedCredit(f"transfer {transfer.id} does not change the driver's balance")
+    if transfer.kind == TOPUP:
+        reason = f"Balance top-up {transfer.order_id}"
+    else:
+        reason = f"Balance correction {transfer.id.split(':', 1)[1]}: {transfer.reason or ''}".strip()[:500]
+    app_info = _compact(
+        {
+            "source": "evtopup",
+            "topup": str(transfer.order_id) if transfer.order_id else None,
+            "payment": str(transfer.payment_id) if transfer.payment_id else None,
+            "transfer": transfer.id,
+            "processor_reference": processor_reference,
+        }
+    )
+    return DeliveryIntent(
+        transfer.id,
+        BalanceChange(
+            user_id=transfer.user_id,
+            direction="credit" if change > 0 else "debit",
+            amount_minor=abs(change),
+            currency=transfer.currency,
+            reason=reason,
+            app_info=app_info[:2000],
+        ),
+    )
+
+
+# --- Evidence: what settles a delivery whose answer was lost ---------------------------------------
+
+Settlement = Literal["applied", "not_applied"]
+# AMPECO's clock and ours may differ this much: a notification stamped this long before our call can
+# still be its evidence.
+CLOCK_SKEW = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class SentDelivery:
+    """A delivery whose call went out and that no notification has been matched to yet."""
+
+    id: int
+    direction: Direction
+    amount: Decimal  # in the CSMS's units
+    sent_at: datetime
+
+
+@dataclass(frozen=True)
+class ObservedChange:
+    """A balance change the CSMS notified us of."""
+
+    direction: Direction
+    amount: Decimal
+    occurred_at: datetime
+
+
+def assign_notification(change: ObservedChange, unmatched: Sequence[SentDelivery]) -> int | None:
+    """The delivery a notified change is the evidence of: the user's oldest sent, unmatched delivery
+    of that direction and amount that went out before the change happened. Calls to one user are
+    made one at a time, so counting in order is exact when no notification is lost; a lost one only
+    leaves a later delivery unmatched (uncertain for longer), never settles one wrongly."""
+    for delivery in sorted(unmatched, key=lambda d: d.id):
+        if (
+            delivery.direction == change.direction
+            and delivery.amount == change.amount
+            and delivery.sent_at <= change.occurred_at + CLOCK_SKEW
+        ):
+            return delivery.id
+    return None
+
+
+def settle_by_balance(
+    direction: Direction,
+    amount: Decimal,
+    balance_before: Decimal | None,
+    balance_now: Decimal | None,
+    *,
+    seconds_since_sent: float,
+    notified_since_sent: bool,
+    tenant_moved_on: bool,
+    not_applied_after_s: float,
+) -> Settlement | None:
+    """What the user's balance says about a call whose answer was lost, when nothing else moved it
+    (no notification for the user since the call but the call's own). Moved by exactly the amount:
+    applied. Unchanged long after the call, while AMPECO has confirmed a change requested after it
+    (an accepted action is applied in order, so ours would show by now): not applied. Anything else
+    (another change in between, a hidden balance, an idle or stalled tenant): undecided, left to
+    notifications or the operator."""
+    if balance_before is None or balance_now is None or notified_since_sent:
+        return None
+    delta = balance_now - balance_before
+    expected = amount if direction == "credit" else -amount
+    if delta == expected:
+        return "applied"
+    if delta == 0 and tenant_moved_on and seconds_since_sent >= not_applied_after_s:
+        return "not_applied"
+    return None
+
+
+# --- Operator actions -------------------------------------------------------------------------------
+
+
+class RefusedAction(Exception):
+    """An operator action that does not apply to the delivery as it is."""
+
+
+Verdict = Literal["applied", "not_applied", "abandon"]
+
+
+def operator_resolution(state: str, verdict: Verdict) -> str:
+    """The state an operator's verdict moves a delivery to: applied → delivered; not applied →
+    pending, delivered again; abandon (only a failed one: the CSMS refused it for good) →
+    abandoned, its transfer reversed. Only an uncertain or failed delivery can be resolved."""
+    if state not in ("uncertain", "failed"):
+        raise RefusedAction(f"a {state} delivery is not waiting for the operator")
+    if verdict == "abandon":
+        if state != "failed":
+            raise RefusedAction("only a failed delivery can be abandoned: an uncertain one may have been applied")
+        return "abandoned"
+    return "delivered" if verdict == "applied" else "pending"
+
+
+def retry_backoff_s(attempts: int, max_backoff_s: float) -> float:
+    """Doubling from 1 s for deliveries that were certainly not applied, up to the maximum."""
+    return float(min(max_backoff_s, 2 ** min(max(attempts - 1, 0), 20)))

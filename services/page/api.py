@@ -1,4 +1,6 @@
-"""The page's JSON API: create a top-up, read its status."""
+"""The page's JSON API: create a top-up, read its status. Signed launches only: its bearer token is
+the launch JWT, and with ``launch.mode = "open"`` (a bare user id anyone can type) every API path
+answers 404 with a problem saying so, never a top-up or a balance."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ async def create_topup(request: web.Request) -> web.Response:
     order = await service.create_topup(
         request.app[SETTINGS_KEY], request.app[POOL_KEY], request.app[RPC_KEY], user_id, idempotency_key, body
     )
-    return json_response(service.order_body(order), status=201, headers=NO_STORE)
+    return json_response(service.order_body(order, with_balance=_signed(request)), status=201, headers=NO_STORE)
 
 
 def parse_order_id(request: web.Request) -> uuid.UUID:
@@ -37,9 +39,24 @@ async def get_topup(request: web.Request) -> web.Response:
     order = await store.get_order(request.app[POOL_KEY], parse_order_id(request), user_id)
     if order is None:
         raise Problem(404, "No such top-up")
-    return json_response(service.order_body(order), headers=NO_STORE)
+    return json_response(service.order_body(order, with_balance=_signed(request)), headers=NO_STORE)
 
 
-def add_routes(app: web.Application) -> None:
+def _signed(request: web.Request) -> bool:
+    return request.app[SETTINGS_KEY].launch.mode == "signed"
+
+
+async def signed_launches_only(_request: web.Request) -> web.Response:
+    raise Problem(
+        404,
+        "Not available",
+        'the page API serves signed launches only (launch.mode = "signed"); this page opens with a user id',
+    )
+
+
+def add_routes(app: web.Application, launch_mode: str) -> None:
+    if launch_mode != "signed":
+        app.router.add_route("*", "/api/{path:.*}", signed_launches_only)
+        return
     app.router.add_post("/api/v1/topups", create_topup)
     app.router.add_get("/api/v1/topups/{order_id}", get_topup)

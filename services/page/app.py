@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.page import api, consumers, pages
+from services.page.open_launch import LaunchLimits
 from shared.amqp import PAGE_QUEUE, IdempotentConsumer, RpcClient, trusted_publishers
 from shared.messages import CreditApplied, PaymentFailed, PaymentNeedsReview, PaymentSucceeded
 from shared.runtime import Runtime
@@ -14,7 +15,8 @@ async def build(runtime: Runtime) -> None:
     rpc = RpcClient(runtime.settings.amqp, NAME)
     runtime.on_cleanup(rpc.close)
     runtime.app[api.RPC_KEY] = rpc
-    api.add_routes(runtime.app)
+    runtime.app[pages.LIMITS_KEY] = LaunchLimits.default()
+    api.add_routes(runtime.app, runtime.settings.launch.mode)
     pages.add_routes(runtime.app)
     consumer = IdempotentConsumer(
         NAME,

@@ -41,6 +41,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "switch_question": "You are signed in as {current}. Switch to {new}?",
         "switch_confirm": "Switch to {new}",
         "switch_stay": "Stay signed in as {current}",
+        "wrong_launch": "This link cannot open the top-up. Please open the top-up from the app again.",
+        "bad_user_id": "This link does not name a valid account. Please open the top-up from the app again.",
+        "user_not_found": "We could not find your account. Please open the top-up from the app again.",
+        "try_again_later": "We cannot check your account right now. Please try again in a moment.",
+        "too_many_launches": "Too many attempts. Please wait a minute and try again.",
     },
     "bg": {
         "title": "Зареди баланса си",
@@ -72,18 +77,39 @@ MESSAGES: dict[str, dict[str, str]] = {
         "switch_question": "Влезли сте като {current}. Да превключим ли към {new}?",
         "switch_confirm": "Превключи към {new}",
         "switch_stay": "Остани като {current}",
+        "wrong_launch": "Тази връзка не може да отвори зареждането. Моля, отворете зареждането отново от приложението.",
+        "bad_user_id": "Тази връзка не сочи валиден акаунт. Моля, отворете зареждането отново от приложението.",
+        "user_not_found": "Не успяхме да намерим акаунта ви. Моля, отворете зареждането отново от приложението.",
+        "try_again_later": "В момента не можем да проверим акаунта ви. Моля, опитайте отново след малко.",
+        "too_many_launches": "Твърде много опити. Моля, изчакайте минута и опитайте отново.",
     },
 }
 
 
-def choose_locale(requested: str, offered: list[str], default: str) -> str:
-    """``en-GB`` → ``en`` if only ``en`` is offered; anything unknown → the operator's default."""
+def negotiate_locale(requested: str, offered: list[str]) -> str | None:
+    """The offered locale closest to ``requested`` (``en-GB`` → ``en`` if only ``en`` is offered), or
+    None if none is."""
     requested = requested.replace("_", "-").strip()
     by_lower = {locale.lower(): locale for locale in offered}
     if requested.lower() in by_lower:
         return by_lower[requested.lower()]
     language = requested.split("-")[0].lower()
-    return by_lower.get(language, default)
+    return by_lower.get(language)
+
+
+def choose_locale(requested: str, offered: list[str], default: str) -> str:
+    """``en-GB`` → ``en`` if only ``en`` is offered; anything unknown → the operator's default."""
+    return negotiate_locale(requested, offered) or default
+
+
+def choose_first_locale(candidates: list[str | None], offered: list[str], default: str) -> str:
+    """The first candidate (in order of preference) that matches an offered locale; else the default."""
+    for candidate in candidates:
+        if candidate:
+            chosen = negotiate_locale(candidate, offered)
+            if chosen is not None:
+                return chosen
+    return default
 
 
 class Translator:

@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Literal
 
 import jwt
 
@@ -22,6 +23,10 @@ MAX_JTI_LENGTH = 128
 # The confirmation page's Switch button works this long.
 SWITCH_TOKEN_TTL_S = 300
 MASK = "••••"
+# How the session's user was launched: with a signed token, or with a bare user id (``launch.mode =
+# "open"``) that anyone can type. A session is only as trusted as its launch.
+LaunchMode = Literal["signed", "open"]
+LAUNCH_MODES: tuple[LaunchMode, ...] = ("signed", "open")
 
 
 class InvalidLaunch(Exception):
@@ -44,6 +49,7 @@ class Session:
     csrf_token: str
     # The first launch: a session ends max_age_s after it, however often it is refreshed.
     started_at: int
+    launched: LaunchMode = "signed"
 
     def expires_at(self, max_age_s: int) -> int:
         return self.started_at + max_age_s
@@ -166,12 +172,26 @@ def _unseal(key: bytes, sealed: str) -> dict[str, object]:
 def encode_session(secret: str, session: Session) -> str:
     return _seal(
         _derived_key(secret, b"evtopup-session-v2"),
-        {"u": session.user_id, "l": session.locale, "c": session.csrf_token, "s": session.started_at},
+        {
+            "u": session.user_id,
+            "l": session.locale,
+            "c": session.csrf_token,
+            "s": session.started_at,
+            "m": session.launched,
+        },
     )
 
 
-def new_session(user_id: str, locale: str, now_s: int) -> Session:
-    return Session(user_id, locale, secrets.token_urlsafe(24), now_s)
+def new_session(user_id: str, locale: str, now_s: int, launched: LaunchMode = "signed") -> Session:
+    return Session(user_id, locale, secrets.token_urlsafe(24), now_s, launched)
+
+
+def _launch_mode(value: object) -> LaunchMode:
+    # Cookies and switch tokens made before open launches existed carry no mode: they were signed.
+    for mode in LAUNCH_MODES:
+        if value == mode:
+            return mode
+    raise ValueError("unknown launch mode")
 
 
 def decode_session(secret: str, cookie: str | None, now_s: int, max_age_s: int) -> Session:
@@ -183,7 +203,8 @@ def decode_session(secret: str, cookie: str | None, now_s: int, max_age_s: int) 
         started_at = data["s"]
         if type(started_at) is not int:
             raise TypeError("started_at")
-        session = Session(str(data["u"]), str(data["l"]), str(data["c"]), started_at)
+        launched = _launch_mode(data.get("m", "signed"))
+        session = Session(str(data["u"]), str(data["l"]), str(data["c"]), started_at, launched)
     except (ValueError, KeyError, TypeError):
         raise InvalidLaunch("the session is not valid: open the top-up from the app") from None
     if session.expires_at(max_age_s) <= now_s:
@@ -195,9 +216,12 @@ def _session_binding(session: Session) -> str:
     return hashlib.sha256(session.csrf_token.encode()).hexdigest()
 
 
-def encode_switch_token(secret: str, session: Session, claims: LaunchClaims, locale: str, now_s: int) -> str:
+def encode_switch_token(
+    secret: str, session: Session, claims: LaunchClaims, locale: str, now_s: int, *, mode: LaunchMode = "signed"
+) -> str:
     """What the confirmation page's Switch button posts: the verified launch, bound to the session
-    it would replace (so it is useless in any other browser) and short-lived."""
+    it would replace (so it is useless in any other browser), short-lived, and marked with how the
+    launch was made (an open launch never becomes a signed session)."""
     return _seal(
         _derived_key(secret, b"evtopup-switch-v1"),
         {
@@ -205,18 +229,30 @@ def encode_switch_token(secret: str, session: Session, claims: LaunchClaims, loc
             "l": locale,
             "b": _session_binding(session),
             "x": min(now_s + SWITCH_TOKEN_TTL_S, claims.expires_at),
+            "m": mode,
         },
     )
 
 
-def decode_switch_token(secret: str, token: str, session: Session, now_s: int) -> tuple[str, str]:
+def open_launch_claims(user_id: str, locale: str, now_s: int) -> LaunchClaims:
+    """An open launch (a user id the CSMS confirmed) as claims a switch token can carry: no token id,
+    and good for the switch token's own life."""
+    return LaunchClaims(user_id, locale, jti="", expires_at=now_s + SWITCH_TOKEN_TTL_S)
+
+
+def decode_switch_token(
+    secret: str, token: str, session: Session, now_s: int, *, mode: LaunchMode = "signed"
+) -> tuple[str, str]:
     """The (user id, locale) to switch ``session`` to; :class:`InvalidLaunch` if the token is not ours,
-    not for this session, or expired."""
+    not for this session, expired, or made by a launch of another ``mode`` than the page runs now."""
     try:
         data = _unseal(_derived_key(secret, b"evtopup-switch-v1"), token)
         user_id, locale, binding, expires_at = data["u"], data["l"], data["b"], data["x"]
+        made_by = _launch_mode(data.get("m", "signed"))
     except (ValueError, KeyError):
         raise InvalidLaunch("the switch request is not valid: open the top-up from the app") from None
+    if made_by != mode:
+        raise InvalidLaunch("the switch request is not valid: open the top-up from the app")
     if not isinstance(binding, str) or not hmac.compare_digest(binding, _session_binding(session)):
         raise InvalidLaunch("the switch request is not valid: open the top-up from the app")
     if type(expires_at) is not int or expires_at <= now_s:

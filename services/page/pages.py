@@ -4,7 +4,12 @@ inline styles or scripts, so the Content-Security-Policy can forbid them.
 
 Every page names the account being topped up (masked), so a launch link carrying someone else's
 token cannot quietly make a driver pay into another account: a launch for another user while a
-session is active asks first, and only a POST of the confirmation switches."""
+session is active asks first, and only a POST of the confirmation switches.
+
+One launch mode at a time (``launch.mode``): ``signed`` takes ``?token=`` (a launch JWT) and refuses
+a bare user id; ``open`` takes ``?<user_param>=<id>&<locale_param>=<locale>`` (how AMPECO opens an
+external page), refuses ``?token=``, has the CSMS confirm the user, limits the rate of launches,
+and never shows a balance. Every launch is logged (user id masked) and counted."""
 
 from __future__ import annotations
 
@@ -23,11 +28,25 @@ from services.page.api import RPC_KEY, parse_order_id
 from services.page.i18n import Translator, choose_locale
 from services.page.launch import (
     InvalidLaunch,
+    LaunchClaims,
+    LaunchMode,
     Session,
     decode_switch_token,
     encode_switch_token,
     mask_user_id,
     new_session,
+    open_launch_claims,
+)
+from services.page.metrics import PAGE_LAUNCHES
+from services.page.open_launch import (
+    LaunchLimits,
+    LaunchRefused,
+    OpenLaunch,
+    Refusal,
+    client_key,
+    open_launch_locale,
+    parse_open_launch,
+    requested_locale,
 )
 from services.page.sessions import (
     api_user,
@@ -38,8 +57,23 @@ from services.page.sessions import (
 )
 from shared import pricing
 from shared.http import Problem, read_form
+from shared.logging import get_logger
 from shared.runtime import POOL_KEY, SETTINGS_KEY
 from shared.settings import Settings
+
+log = get_logger(__name__)
+
+LIMITS_KEY = web.AppKey("launch_limits", LaunchLimits)
+# Each refused launch is one page: its status and its message.
+REFUSALS: dict[Refusal, tuple[int, str]] = {
+    "unauthorized": (401, "unauthorized"),
+    "wrong_launch": (400, "wrong_launch"),
+    "bad_user_id": (400, "bad_user_id"),
+    # Only "not found": nothing else about the user (nor whether the id was ever valid) is told.
+    "unknown_user": (404, "user_not_found"),
+    "csms_unavailable": (503, "try_again_later"),
+    "rate_limited": (429, "too_many_launches"),
+}
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("services.page", "templates"),
@@ -95,9 +129,29 @@ def _render(
     return response
 
 
-def _message(settings: Settings, status: int, key: str) -> web.Response:
-    locale = settings.operator.default_locale
+def _message(settings: Settings, status: int, key: str, locale: str | None = None) -> web.Response:
+    locale = locale or settings.operator.default_locale
     return _render(settings, "message.html", locale, status, message=Translator(locale)(key))
+
+
+def _refusal_page(settings: Settings, refusal: Refusal, locale: str, retry_after_s: int | None = None) -> web.Response:
+    status, key = REFUSALS[refusal]
+    response = _message(settings, status, key, locale)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
+def _url_locale(settings: Settings, request: web.Request) -> str:
+    """The locale a launch URL asks for (``launch.locale_param``), as offered; else the default."""
+    requested = requested_locale(request.query, settings.launch.locale_param)
+    return choose_locale(requested or "", settings.operator.locales, settings.operator.default_locale)
+
+
+def _log_launch(mode: LaunchMode, outcome: str, user_id: str | None = None, **details: str) -> None:
+    """Every launch, whatever became of it: counted, and logged with the user id masked."""
+    PAGE_LAUNCHES.labels(mode, outcome).inc()
+    log.info("launch", mode=mode, outcome=outcome, user=mask_user_id(user_id) if user_id else None, **details)
 
 
 def _redirect(settings: Settings, location: str, session: Session | None = None) -> web.HTTPSeeOther:
@@ -157,23 +211,81 @@ def _form_page(
 
 async def launch_or_show(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
-    token = request.query.get("token")
     try:
         current: Session | None = session_from_cookie(request)
     except InvalidLaunch:
         current = None
+    if settings.launch.mode == "open":
+        return await _open_launch(request, settings, current)
+    return await _signed_launch(request, settings, current)
+
+
+async def _signed_launch(request: web.Request, settings: Settings, current: Session | None) -> web.Response:
+    token = request.query.get("token")
     if token is None:
+        if settings.launch.user_param in request.query:
+            # An open launch (a bare user id) on a page that takes signed launches only.
+            _log_launch("signed", "wrong_launch")
+            return _refusal_page(settings, "wrong_launch", _url_locale(settings, request))
         if current is None:
             return _message(settings, 401, "unauthorized")
         return _form_page(settings, current)
     try:
         claims = verify_launch(settings, token)
         await spend_launch_token(request.app[POOL_KEY], claims)
-    except InvalidLaunch:
+    except InvalidLaunch as exc:
+        _log_launch("signed", "unauthorized", reason=str(exc))
         return _message(settings, 401, "unauthorized")
     locale = choose_locale(claims.locale, settings.operator.locales, settings.operator.default_locale)
+    return _start_session(settings, current, claims, locale, "signed")
+
+
+async def _open_launch(request: web.Request, settings: Settings, current: Session | None) -> web.Response:
+    """``?<user_param>=<id>&<locale_param>=<locale>``: the user id is only a claim until the CSMS
+    confirms it, and each try counts against the client's and the process's launch limits."""
+    query = request.query
+    url_locale = _url_locale(settings, request)
+    if "token" in query:
+        # A signed launch on a page that takes open launches only: one mode at a time.
+        _log_launch("open", "wrong_launch")
+        return _refusal_page(settings, "wrong_launch", url_locale)
+    if settings.launch.user_param not in query:
+        if current is None:
+            return _message(settings, 401, "unauthorized", url_locale)
+        return _form_page(settings, current)
+    limits = request.app[LIMITS_KEY]
+    now = time.monotonic()
+    client = client_key(request.remote, request.headers.get("X-Forwarded-For"))
+    if not limits.per_client.allow(client, now):
+        _log_launch("open", "rate_limited", reason="client", client=client)
+        return _refusal_page(settings, "rate_limited", url_locale, limits.per_client.retry_after_s(client, now))
+    launch: OpenLaunch | None = None
+    try:
+        launch = parse_open_launch(
+            query, settings.launch.user_param, settings.launch.locale_param, settings.user_id_pattern
+        )
+        assert launch is not None  # the parameter is there
+        if not limits.per_process.allow("", now):
+            raise LaunchRefused("rate_limited", "process")
+        user = await service.lookup_user(request.app[RPC_KEY], launch.user_id)
+        if not user.exists:
+            raise LaunchRefused("unknown_user", "the CSMS does not know this user")
+    except LaunchRefused as refused:
+        # A malformed id is never logged, not even masked: it may be anything a client typed.
+        _log_launch("open", refused.refusal, launch.user_id if launch else None, reason=refused.reason)
+        retry_after_s = limits.per_process.retry_after_s("", now) if refused.refusal == "rate_limited" else None
+        return _refusal_page(settings, refused.refusal, url_locale, retry_after_s)
+    locale = open_launch_locale(launch, user, settings.operator.locales, settings.operator.default_locale)
+    claims = open_launch_claims(launch.user_id, locale, int(time.time()))
+    return _start_session(settings, current, claims, locale, "open")
+
+
+def _start_session(
+    settings: Settings, current: Session | None, claims: LaunchClaims, locale: str, mode: LaunchMode
+) -> web.Response:
     if current is not None and current.user_id != claims.user_id:
         # Someone else's link must not silently take over this browser: ask, and switch only on a POST.
+        _log_launch(mode, "switch_asked", claims.user_id)
         return _render(
             settings,
             "switch.html",
@@ -181,16 +293,18 @@ async def launch_or_show(request: web.Request) -> web.Response:
             current_account=mask_user_id(current.user_id),
             new_account=mask_user_id(claims.user_id),
             switch_token=encode_switch_token(
-                settings.launch.secret.get_secret_value(), current, claims, locale, int(time.time())
+                settings.launch.secret.get_secret_value(), current, claims, locale, int(time.time()), mode=mode
             ),
         )
     # The same driver again refreshes the session (its language may have changed), never its life.
     session = (
         replace(current, locale=locale)
         if current is not None
-        else new_session(claims.user_id, locale, int(time.time()))
+        else new_session(claims.user_id, locale, int(time.time()), mode)
     )
-    # Swap the token for a cookie and drop it from the address bar (and from history and referrers).
+    _log_launch(mode, "session", claims.user_id)
+    # Swap the launch parameters for a cookie and drop them from the address bar (and from history
+    # and referrers).
     raise _redirect(settings, "/topup", session)
 
 
@@ -200,11 +314,16 @@ async def confirm_switch(request: web.Request) -> web.Response:
     try:
         current = session_from_cookie(request)
         user_id, locale = decode_switch_token(
-            settings.launch.secret.get_secret_value(), str(form.get("switch_token", "")), current, int(time.time())
+            settings.launch.secret.get_secret_value(),
+            str(form.get("switch_token", "")),
+            current,
+            int(time.time()),
+            mode=settings.launch.mode,
         )
     except InvalidLaunch:
         return _message(settings, 401, "unauthorized")
-    raise _redirect(settings, "/topup", new_session(user_id, locale, int(time.time())))
+    _log_launch(settings.launch.mode, "switched", user_id)
+    raise _redirect(settings, "/topup", new_session(user_id, locale, int(time.time()), settings.launch.mode))
 
 
 async def submit_form(request: web.Request) -> web.Response:
@@ -255,6 +374,9 @@ async def return_page(request: web.Request) -> web.Response:
         order=order,
         final=order.status in FINAL_STATUSES,
         deep_link=settings.operator.return_deep_link,
+        # The balance crediting reported, for signed launches only: an open launch's user id is one
+        # anyone can type.
+        show_balance=settings.launch.mode == "signed",
     )
 
 

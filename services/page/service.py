@@ -1,4 +1,5 @@
-"""The page's use case: turn a priced top-up request into an order with a checkout, idempotently."""
+"""The page's use cases: turn a priced top-up request into an order with a checkout, idempotently;
+and ask the CSMS (through crediting) whether an openly launched user exists."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 import asyncpg
 
 from services.page import domain, store
+from services.page.launch import mask_user_id
+from services.page.open_launch import LaunchRefused, UserLookup, parse_user_lookup
 from shared import pricing
-from shared.amqp import CHECKOUT_RPC_QUEUE, RpcClient, RpcError, RpcTimeout
+from shared.amqp import CHECKOUT_RPC_QUEUE, CSMS_USER_RPC_QUEUE, RpcClient, RpcError, RpcTimeout
 from shared.http import Problem
 from shared.logging import correlation_id_var, get_logger, new_correlation_id
 from shared.messages import CheckoutCreated, CreateCheckout
@@ -95,7 +98,29 @@ async def create_topup(
     return await store.record_checkout(pool, order.id, created.payment_id, created.redirect_url)
 
 
-def order_body(order: store.Order) -> dict[str, Any]:
+async def lookup_user(rpc: RpcClient, user_id: str) -> UserLookup:
+    """Whether the CSMS knows ``user_id`` (and the user's locale there), asked of crediting over RPC.
+    :class:`LaunchRefused` when nobody can tell now (timeout, CSMS or broker unavailable, a reply
+    that makes no sense): the driver tries again in a moment, and nothing was recorded."""
+    try:
+        reply = await rpc.call(CSMS_USER_RPC_QUEUE, {"user_id": user_id})
+        return parse_user_lookup(user_id, reply)
+    except RpcError as exc:
+        if exc.code == "bad_request":  # crediting does not take it for one of the CSMS's ids
+            raise LaunchRefused("bad_user_id", f"user lookup refused: {exc.detail}") from None
+        log.warning("user_lookup_failed", user=mask_user_id(user_id), error=exc.code)
+        raise LaunchRefused("csms_unavailable", f"user lookup failed: {exc.code}") from None
+    except RpcTimeout:
+        log.warning("user_lookup_failed", user=mask_user_id(user_id), error="timeout")
+        raise LaunchRefused("csms_unavailable", "user lookup timed out") from None
+    except (ValueError, AttributeError):
+        log.error("user_lookup_bad_reply", user=mask_user_id(user_id))
+        raise LaunchRefused("csms_unavailable", "user lookup answered nonsense") from None
+
+
+def order_body(order: store.Order, *, with_balance: bool) -> dict[str, Any]:
+    """The order as the API shows it; the balance crediting reported only ``with_balance`` (signed
+    launches: an open launch is a user id anyone can type)."""
     body: dict[str, Any] = {
         "id": str(order.id),
         "status": order.status.value,
@@ -106,6 +131,6 @@ def order_body(order: store.Order) -> dict[str, Any]:
         "method": order.method,
         "redirect_url": order.redirect_url,
     }
-    if order.balance_minor is not None:
+    if with_balance and order.balance_minor is not None:
         body["balance_minor"] = order.balance_minor
     return body

@@ -4,11 +4,17 @@ anything that changes state); and the record of launch tokens already exchanged 
 A launch token is single use in the browser: ``GET /topup?token=`` spends its ``jti``, and the same
 link again is refused. As an API bearer token (``Authorization: Bearer``) it may be sent any number of
 times within its life (at most ``launch.token_max_age_s``): the charging app calls the API with it
-several times, and the short life bounds what a leaked token is good for."""
+several times, and the short life bounds what a leaked token is good for.
+
+With ``launch.mode = "open"`` there are no launch tokens: a session starts from a user id the CSMS
+confirmed (``pages.py``), and is marked as such. A page running signed launches refuses such a
+session (after the operator switches modes), and every session's user id must be one the CSMS
+could have (``Settings.user_id_pattern``)."""
 
 from __future__ import annotations
 
 import hmac
+import re
 import time
 
 import asyncpg
@@ -40,7 +46,7 @@ def verify_launch(settings: Settings, token: str) -> LaunchClaims:
         token,
         int(time.time()),
         max_age_s=launch.token_max_age_s,
-        user_id_pattern=launch.user_id_pattern,
+        user_id_pattern=settings.user_id_pattern,
         audience=launch.audience,
         issuer=launch.issuer,
     )
@@ -64,12 +70,17 @@ async def spend_launch_token(pool: asyncpg.Pool, claims: LaunchClaims) -> None:
 def session_from_cookie(request: web.Request) -> Session:
     """The cookie's session; :class:`InvalidLaunch` if there is none or it is not valid."""
     settings = request.app[SETTINGS_KEY]
-    return decode_session(
+    session = decode_session(
         settings.launch.secret.get_secret_value(),
         request.cookies.get(SESSION_COOKIE),
         int(time.time()),
         settings.launch.session_max_age_s,
     )
+    if settings.launch.mode == "signed" and session.launched != "signed":
+        raise InvalidLaunch("the session is not valid: open the top-up from the app")
+    if re.fullmatch(settings.user_id_pattern, session.user_id) is None:
+        raise InvalidLaunch("the session is not valid: open the top-up from the app")
+    return session
 
 
 def set_session_cookie(response: web.StreamResponse, settings: Settings, session: Session) -> None:
@@ -93,6 +104,8 @@ def api_user(request: web.Request, *, csrf_token: str | None = None) -> str:
     authorization = request.headers.get("Authorization", "")
     try:
         if authorization.startswith("Bearer "):
+            if settings.launch.mode != "signed":
+                raise InvalidLaunch('bearer launch tokens are accepted only with launch.mode = "signed"')
             return verify_launch(settings, authorization.removeprefix("Bearer ").strip()).user_id
         session = session_from_cookie(request)
     except InvalidLaunch as exc:

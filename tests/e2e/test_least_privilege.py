@@ -144,8 +144,11 @@ async def test_a_service_cannot_pose_as_another_publisher(stack: Stack) -> None:
     [
         ("page", amqp.CREDITING_QUEUE.name),
         ("page", amqp.CHECKOUT_RPC_QUEUE),
+        ("page", amqp.CSMS_USER_RPC_QUEUE),
         ("crediting", amqp.PAGE_QUEUE.name),
+        ("crediting", amqp.CHECKOUT_RPC_QUEUE),
         ("payments", amqp.CREDITING_QUEUE.name),
+        ("payments", amqp.CSMS_USER_RPC_QUEUE),
     ],
 )
 async def test_a_service_reads_only_its_own_queues(stack: Stack, service: str, queue: str) -> None:
@@ -159,6 +162,47 @@ async def test_a_service_reads_only_its_own_queues(stack: Stack, service: str, q
         with pytest.raises(ChannelAccessRefused):
             declared = await channel.get_queue(queue, ensure=True)
             await declared.consume(ignore)
+
+
+@pytest.mark.parametrize(
+    ("service", "queue"), [("payments", amqp.CHECKOUT_RPC_QUEUE), ("crediting", amqp.CSMS_USER_RPC_QUEUE)]
+)
+async def test_a_service_serves_its_own_rpc_queue(stack: Stack, service: str, queue: str) -> None:
+    connection = await aio_pika.connect(broker_url(stack, service), timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.get_queue(queue, ensure=True)
+
+        async def ignore(_message: AbstractIncomingMessage) -> None:
+            pass
+
+        tag = await declared.consume(ignore)
+        await declared.cancel(tag)
+
+
+@pytest.mark.parametrize("queue", [amqp.CHECKOUT_RPC_QUEUE, amqp.CSMS_USER_RPC_QUEUE])
+async def test_the_page_may_send_requests_to_the_rpc_queues(stack: Stack, queue: str) -> None:
+    connection = await aio_pika.connect(broker_url(stack, "page"), timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        # Confirmed and routed (mandatory): the page may write to the default exchange. No reply is
+        # asked for, and the request expires at once if the service does not take it.
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"{}", content_type="application/json", expiration=0.001),
+            routing_key=queue,
+            mandatory=True,
+        )
+
+
+@pytest.mark.parametrize("service", ["payments", "crediting"])
+async def test_an_rpc_server_may_reply_on_the_default_exchange(stack: Stack, service: str) -> None:
+    connection = await aio_pika.connect(broker_url(stack, service), timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        # Where a reply goes (direct reply-to of a caller long gone: unroutable, and no error).
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"{}", content_type="application/json"), routing_key=f"nobody-{uuid.uuid4().hex}"
+        )
 
 
 @pytest.mark.parametrize("service", ["page", "payments", "crediting"])

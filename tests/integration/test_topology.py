@@ -4,6 +4,7 @@ missing), queues left by an older version kept with a warning, policies from one
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -60,7 +61,7 @@ async def test_setup_keeps_a_queue_declared_with_old_arguments_and_warns(empty_v
     channel = await empty_vhost.channel()
     for spec in amqp.EVENT_QUEUES:
         await amqp.existing_queue(channel, spec.name)
-    for name in (amqp.DEAD_LETTER_QUEUE, amqp.UNROUTABLE_QUEUE, amqp.CHECKOUT_RPC_QUEUE):
+    for name in (amqp.DEAD_LETTER_QUEUE, amqp.UNROUTABLE_QUEUE, amqp.CHECKOUT_RPC_QUEUE, amqp.CSMS_USER_RPC_QUEUE):
         await amqp.existing_queue(channel, name)
     assert await amqp.declare_topology(empty_vhost) == warnings  # and again: idempotent
 
@@ -75,9 +76,30 @@ def test_the_definitions_file_matches_the_topology_and_policies() -> None:
         bound = {b["routing_key"] for b in definitions["bindings"] if b["destination"] == spec.name}
         assert bound == set(spec.bindings)
     assert queues[amqp.UNROUTABLE_QUEUE] == {"x-queue-type": "quorum"}
+    # RPC requests carry an expiration: classic queues (no arguments), bound to nothing but the
+    # default exchange, and under no policy.
+    assert amqp.RPC_QUEUES == (amqp.CHECKOUT_RPC_QUEUE, amqp.CSMS_USER_RPC_QUEUE)
+    for name in amqp.RPC_QUEUES:
+        assert queues[name] == {}
+        assert [b for b in definitions["bindings"] if b["destination"] == name] == []
+        assert [p.name for p in amqp.broker_policies(1) if re.search(p.pattern, name)] == []
+    # Nothing else: every queue in the file is one the topology declares.
+    declared = {spec.name for spec in amqp.EVENT_QUEUES} | set(amqp.RPC_QUEUES)
+    assert set(queues) == declared | {amqp.DEAD_LETTER_QUEUE, amqp.UNROUTABLE_QUEUE}
     policies = {p["name"]: p for p in definitions["policies"]}
     delivery_limit = policies["evtopup-event-queues"]["definition"]["delivery-limit"]
     assert list(policies.values()) == [p.as_definition(vhost) for p in amqp.broker_policies(delivery_limit)]
+
+
+async def test_setup_declares_the_rpc_queues_as_classic_queues(empty_vhost: AbstractConnection) -> None:
+    await amqp.declare_topology(empty_vhost)
+    channel = await empty_vhost.channel()
+    for name in amqp.RPC_QUEUES:
+        # Declared again with no arguments it is the same queue; as a quorum queue it is refused.
+        await channel.declare_queue(name, durable=True, arguments={})
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
+            await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        channel = await empty_vhost.channel()
 
 
 async def test_the_policies_apply_to_the_event_queues(stack: Stack) -> None:

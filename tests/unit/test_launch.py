@@ -12,13 +12,17 @@ import jwt
 import pytest
 
 from services.page.launch import (
+    SWITCH_TOKEN_TTL_S,
     InvalidLaunch,
     LaunchClaims,
     Session,
     decode_session,
+    decode_switch_token,
     encode_session,
+    encode_switch_token,
     issue_launch_token,
     new_session,
+    open_launch_claims,
     verify_launch_token,
 )
 
@@ -401,3 +405,53 @@ def test_correctly_signed_session_control() -> None:
     assert decode_session(SECRET, _signed_cookie(payload), NOW, SESSION_MAX_AGE) == Session(
         "user-42", "en", "csrf", NOW
     )
+
+
+# --- how a session was launched (launch.mode) --------------------------------------------------------
+
+
+def test_an_open_session_round_trips_as_open() -> None:
+    session = new_session("1042", "bg", NOW, "open")
+    decoded = decode_session(SECRET, encode_session(SECRET, session), NOW, SESSION_MAX_AGE)
+    assert decoded == session and decoded.launched == "open"
+
+
+def test_a_session_is_signed_unless_it_says_otherwise() -> None:
+    assert new_session("user-42", "en", NOW).launched == "signed"
+    # A cookie from before open launches existed carries no mode: it was a signed launch.
+    payload = json.dumps({"u": "user-42", "l": "en", "c": "csrf", "s": NOW}).encode()
+    assert decode_session(SECRET, _signed_cookie(payload), NOW, SESSION_MAX_AGE).launched == "signed"
+
+
+@pytest.mark.parametrize("mode", ['"bare"', '""', "null", "1", '["open"]', '"OPEN"'])
+def test_a_session_of_an_unknown_launch_mode_is_not_valid(mode: str) -> None:
+    payload = f'{{"u": "user-42", "l": "en", "c": "x", "s": {NOW}, "m": {mode}}}'.encode()
+    with pytest.raises(InvalidLaunch, match="not valid"):
+        decode_session(SECRET, _signed_cookie(payload), NOW, SESSION_MAX_AGE)
+
+
+def test_the_launch_mode_cannot_be_changed_without_the_key() -> None:
+    body, _, mac = encode_session(SECRET, new_session("1042", "en", NOW, "open")).rpartition(".")
+    data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    data["m"] = "signed"
+    forged = b64(json.dumps(data, separators=(",", ":")).encode())
+    with pytest.raises(InvalidLaunch, match="not valid"):
+        decode_session(SECRET, f"{forged}.{mac}", NOW, SESSION_MAX_AGE)
+
+
+def test_a_switch_token_works_only_in_the_launch_mode_it_was_made_in() -> None:
+    current = new_session("1042", "en", NOW, "open")
+    claims = open_launch_claims("2077", "bg", NOW)
+    assert claims.expires_at == NOW + SWITCH_TOKEN_TTL_S
+    opened = encode_switch_token(SECRET, current, claims, "bg", NOW, mode="open")
+    assert decode_switch_token(SECRET, opened, current, NOW, mode="open") == ("2077", "bg")
+    # An open launch never becomes a signed session, even if the page changed modes meanwhile,
+    with pytest.raises(InvalidLaunch, match="not valid"):
+        decode_switch_token(SECRET, opened, current, NOW)
+    # and the other way round.
+    signed = encode_switch_token(SECRET, current, claims, "bg", NOW)
+    assert decode_switch_token(SECRET, signed, current, NOW) == ("2077", "bg")
+    with pytest.raises(InvalidLaunch, match="not valid"):
+        decode_switch_token(SECRET, signed, current, NOW, mode="open")
+    with pytest.raises(InvalidLaunch, match="expired"):
+        decode_switch_token(SECRET, opened, current, NOW + SWITCH_TOKEN_TTL_S, mode="open")

@@ -323,7 +323,7 @@ def test_missing_section(tmp_path: Path) -> None:
         ({"EVTOPUP__AMOUNTS__MIN_MINOR": "60000"}, "amounts"),
         ({"EVTOPUP__AMOUNTS__MIN_MINOR": "0"}, "amounts.min_minor"),
         ({"EVTOPUP__LAUNCH__TOKEN_MAX_AGE_S": "901"}, "launch.token_max_age_s"),
-        ({"EVTOPUP__LAUNCH__MODE": "open"}, "launch.mode"),
+        ({"EVTOPUP__LAUNCH__MODE": "bare"}, "launch.mode"),
         ({"EVTOPUP__LOG_LEVEL": "verbose"}, "log_level"),
         ({"EVTOPUP__AMQP__URL": "amqp://guest:guest@127.0.0.1/"}, "amqp.url"),
         ({"EVTOPUP__AMQP__PREFETCH": "0"}, "amqp.prefetch"),
