@@ -48,9 +48,16 @@ mutation: $(STAMP)
 	$(BIN)/mutmut run --max-children $(MUTATION_JOBS)
 	$(BIN)/mutmut results
 
+# The sandbox top-up pipeline with the built-in ledger (a burst, or RATE per second), the same with
+# every credit delivered to the AMPECO simulator at a steady AMPECO_RATE, and the delivery dispatcher
+# alone draining AMPECO_N credits of 500 users.
+AMPECO_N ?= 4000
+AMPECO_RATE ?= 200
 bench: $(STAMP)
 	scripts/ensure-servers.sh
 	$(BIN)/python -m bench.topup_bench --topups $(N) $(if $(RATE),--rate $(RATE))
+	$(BIN)/python -m bench.topup_bench --csms ampeco --topups $(AMPECO_N) --rate $(AMPECO_RATE)
+	$(BIN)/python -m bench.delivery_bench --deliveries $(AMPECO_N) --users 500
 
 clean:
 	rm -rf $(VENV) .run bench/results

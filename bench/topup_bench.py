@@ -62,14 +62,14 @@ def bench_user(index: int, csms: str) -> str:
 
 
 @contextlib.contextmanager
-def ampeco_simulator() -> Iterator[tuple[str, str]]:
+def ampeco_simulator(notifications: bool = True) -> Iterator[tuple[str, str]]:
     """The AMPECO simulator as a process of its own (so that it takes no CPU from the benchmark's
     client): its base URL and API token."""
     token = secrets.token_urlsafe(24)
     (port,) = free_ports(1)
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.simulators.ampeco", "--port", str(port), "--api-token-env", TOKEN_ENV,
-         "--users", f"1..{BENCH_USERS}"],
+         "--users", f"1..{BENCH_USERS}", *([] if notifications else ["--no-notifications"])],
         env={**os.environ, TOKEN_ENV: token},
         cwd=REPO,
         stdout=subprocess.PIPE,
