@@ -10,7 +10,7 @@ DEMO_USER ?= demo-user-1
 N ?= 5000
 RATE ?=
 
-.PHONY: run test lint bench mutation setup secrets launch-url clean
+.PHONY: run run-ampeco test lint bench mutation setup secrets launch-url clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ setup: $(STAMP) secrets
 
 run: setup
 	@set -a && . ./$(SECRETS) && set +a && exec $(EVTOPUP) run all --launch-url-for $(DEMO_USER)
+
+# The same with balances in the AMPECO simulator (its own process on :8123, users 1..1000) and the
+# page opened as AMPECO's app opens it: config/demo-ampeco.toml, its own databases and vhost.
+AMPECO_CONFIG := config/demo-ampeco.toml
+run-ampeco: $(STAMP) secrets
+	scripts/ensure-servers.sh
+	scripts/ensure-vhost.sh evtopup_ampeco
+	@set -a && . ./$(SECRETS) && set +a && \
+	  { $(BIN)/python -m tests.simulators.ampeco --port 8123 --api-token-env EVTOPUP__CSMS__API_TOKEN \
+	      --users 1..1000 --balance 5.00 & sim=$$!; trap 'kill $$sim' EXIT INT TERM; sleep 1; \
+	    $(BIN)/evtopup --config $(AMPECO_CONFIG) broker-users && $(BIN)/evtopup --config $(AMPECO_CONFIG) setup && \
+	    $(BIN)/evtopup --config $(AMPECO_CONFIG) run all --launch-url-for 1; }
 
 launch-url: $(STAMP) secrets
 	@set -a && . ./$(SECRETS) && set +a && $(EVTOPUP) launch-url --user $(DEMO_USER)

@@ -13,6 +13,8 @@ add() {
 added=0
 add EVTOPUP__LAUNCH__SECRET "$(rand)"
 add EVTOPUP__CREDITING__API_TOKEN "$(rand)"
+# The AMPECO simulator's API token (`make run-ampeco`); unused with the built-in ledger.
+add EVTOPUP__CSMS__API_TOKEN "$(rand)"
 add EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__API_KEY "$(rand)"
 add EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__WEBHOOK_SECRET "$(rand)"
 # The operator's account on the local broker is its stock one; set your own for any real broker.

@@ -192,6 +192,7 @@ def test_every_toml_configuration_in_the_repository_is_safe() -> None:
         [
             "EVTOPUP__LAUNCH__SECRET",
             "EVTOPUP__CREDITING__API_TOKEN",
+            "EVTOPUP__CSMS__API_TOKEN",
             "EVTOPUP__AMQP__PASSWORD",
             *(f"EVTOPUP__AMQP__{service.upper()}_PASSWORD" for service in SERVICE_NAMES),
         ]
