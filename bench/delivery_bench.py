@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import tempfile
 import time
@@ -20,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.topup_bench import BENCH_USERS, RESULTS_DIR, ampeco_simulator, percentile
+from bench.topup_bench import BENCH_USERS, ampeco_simulator, percentile, write_result
 from services.crediting import domain, store
 from services.crediting.csms.ampeco.client import AmpecoClient
 from services.crediting.dispatcher import DeliveryDispatcher
@@ -106,12 +105,7 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=4000)
     parser.add_argument("--users", type=int, default=BENCH_USERS)
     args = parser.parse_args()
-    result = asyncio.run(run(args.deliveries, args.users))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"deliveries-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"written to {out}")
+    write_result("deliveries", asyncio.run(run(args.deliveries, args.users)))
 
 
 if __name__ == "__main__":

@@ -213,9 +213,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="send webhooks at this steady rate per second")
     parser.add_argument("--csms", choices=["ledger", "ampeco"], default="ledger", help="where balances live")
     args = parser.parse_args()
-    result = asyncio.run(run(args.topups, args.concurrency, args.rate, args.csms))
+    write_result(f"topup-{args.csms}", asyncio.run(run(args.topups, args.concurrency, args.rate, args.csms)))
+
+
+def write_result(name: str, result: dict[str, Any]) -> None:
+    """Print a benchmark's result and keep it in ``bench/results/NAME-<time>.json``."""
     RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"topup-{args.csms}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out = RESULTS_DIR / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written to {out}")
