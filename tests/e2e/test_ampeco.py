@@ -452,8 +452,11 @@ async def test_soak_2000_top_ups_with_a_fifth_of_ampeco_calls_faulted(ampeco: Am
                 result = await ampeco.cli(
                     "deliveries", "resolve", str(row["id"]), verdict, "--by", "soak", "--why", "back office"
                 )
-                assert result.returncode == 0, result.stderr
-                resolved_by_operator += 1
+                if result.returncode == 0:
+                    resolved_by_operator += 1
+                else:
+                    # A late notification settled it while the operator looked: the tool refuses.
+                    assert "is not waiting for the operator" in result.stderr, result.stderr
             await asyncio.sleep(1)
     sim.clear_faults()
     total_s = time.monotonic() - started
