@@ -13,7 +13,7 @@ import pytest_asyncio
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
 from shared import amqp, db
-from shared.runtime import SHARED_MIGRATIONS
+from shared.runtime import SHARED_MIGRATIONS, migration_components
 from tests.harness import Stack, eventually, scratch_dsn
 
 TEST_QUEUE_PREFIX = "test."
@@ -56,6 +56,20 @@ async def scratch(stack: Stack) -> AsyncIterator[ScratchDb]:
     await db.ensure_database(dsn)
     await db.migrate(dsn, {"shared": SHARED_MIGRATIONS})
     pool = await db.create_pool(dsn, 5)
+    try:
+        yield ScratchDb(dsn, pool)
+    finally:
+        await pool.close()
+        await db.drop_database(dsn)
+
+
+@pytest_asyncio.fixture
+async def crediting_scratch(stack: Stack) -> AsyncIterator[ScratchDb]:
+    """A crediting database of its own (shared + crediting migrations), so no running service competes."""
+    dsn = scratch_dsn(stack, "crediting")
+    await db.ensure_database(dsn)
+    await db.migrate(dsn, migration_components("crediting"))
+    pool = await db.create_pool(dsn, 10)
     try:
         yield ScratchDb(dsn, pool)
     finally:

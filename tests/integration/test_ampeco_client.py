@@ -18,10 +18,9 @@ from services.crediting import store
 from services.crediting.csms import BalanceChange, CsmsUnavailable, Delivered, Failed, NotSent, Uncertain, UnknownUser
 from services.crediting.csms.ampeco.client import AmpecoClient
 from services.crediting.csms.ampeco.tenant import TenantMismatch, prepare_tenant
-from shared import db
-from shared.runtime import migration_components
 from shared.settings import CsmsSettings, Settings
-from tests.harness import Stack, scratch_dsn
+from tests.harness import Stack
+from tests.integration.conftest import ScratchDb
 from tests.simulators.ampeco import AmpecoSimulator
 
 pytestmark = pytest.mark.broker
@@ -160,17 +159,9 @@ async def test_wrong_oauth_credentials_are_not_sent_calls(sim: AmpecoSimulator) 
         await ampeco.close()
 
 
-@pytest_asyncio.fixture
-async def crediting_pool(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
-    dsn = scratch_dsn(stack, "tenant")
-    await db.ensure_database(dsn)
-    await db.migrate(dsn, migration_components("crediting"))
-    pool = await db.create_pool(dsn, 2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-        await db.drop_database(dsn)
+@pytest.fixture
+def crediting_pool(crediting_scratch: ScratchDb) -> asyncpg.Pool:
+    return crediting_scratch.pool
 
 
 async def test_the_tenant_is_checked_and_subscribed_once(

@@ -19,11 +19,10 @@ import pytest_asyncio
 from services.crediting import domain, store
 from services.crediting.csms.ampeco.client import AmpecoClient
 from services.crediting.dispatcher import DeliveryDispatcher
-from shared import db
 from shared.messages import PaymentSucceeded
-from shared.runtime import migration_components
 from shared.settings import Settings
-from tests.harness import Stack, eventually, scratch_dsn
+from tests.harness import Stack, eventually
+from tests.integration.conftest import ScratchDb
 from tests.simulators.ampeco import AmpecoSimulator
 
 pytestmark = pytest.mark.broker
@@ -42,7 +41,7 @@ class Setup:
 
 
 @pytest_asyncio.fixture
-async def setup(stack: Stack) -> AsyncIterator[Setup]:
+async def setup(stack: Stack, crediting_scratch: ScratchDb) -> AsyncIterator[Setup]:
     sim = AmpecoSimulator(api_token=TOKEN, notifications=False, slow_delay_s=(CALL_S, CALL_S))
     base_url = await sim.start()
     for user_id in USERS:
@@ -60,15 +59,9 @@ async def setup(stack: Stack) -> AsyncIterator[Setup]:
         }
     )
     settings = stack.settings.model_copy(update={"csms": csms})
-    dsn = scratch_dsn(stack, "dispatch")
-    await db.ensure_database(dsn)
-    await db.migrate(dsn, migration_components("crediting"))
-    pool = await db.create_pool(dsn, 10)
     try:
-        yield Setup(dsn, pool, sim, settings)
+        yield Setup(crediting_scratch.dsn, crediting_scratch.pool, sim, settings)
     finally:
-        await pool.close()
-        await db.drop_database(dsn)
         await sim.stop()
     assert sim.spec_violations == []
 

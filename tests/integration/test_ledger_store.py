@@ -5,35 +5,23 @@ by the consumer), never posted. The ledger stays balanced and driver balances eq
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from services.crediting import consumers, domain, store
-from shared import db
 from shared.messages import BadMessage, CreditApplied, Environment, envelope_for
-from shared.runtime import migration_components
 from tests import factories
-from tests.harness import Stack, scratch_dsn
+from tests.harness import Stack
+from tests.integration.conftest import ScratchDb
 
 pytestmark = [pytest.mark.broker]
 
 
-@pytest_asyncio.fixture
-async def ledger(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
-    """A crediting database of its own (shared + crediting migrations), so no running service competes."""
-    dsn = scratch_dsn(stack, "ledger")
-    await db.ensure_database(dsn)
-    await db.migrate(dsn, migration_components("crediting"))
-    pool = await db.create_pool(dsn, 5)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-        await db.drop_database(dsn)
+@pytest.fixture
+def ledger(crediting_scratch: ScratchDb) -> asyncpg.Pool:
+    return crediting_scratch.pool
 
 
 def paid(environment: Environment = "production", **overrides: Any) -> domain.Transfer:
