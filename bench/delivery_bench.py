@@ -51,9 +51,10 @@ async def write_deliveries(pool: Any, count: int, users: int) -> None:
 
 async def run(count: int, users: int) -> dict[str, Any]:
     assert 1 <= users <= BENCH_USERS
-    with tempfile.TemporaryDirectory(prefix="evtopup-delivery-bench-") as tmp, ampeco_simulator(
-        notifications=False
-    ) as (base_url, token):
+    with (
+        tempfile.TemporaryDirectory(prefix="evtopup-delivery-bench-") as tmp,
+        ampeco_simulator(notifications=False) as (base_url, token),
+    ):
         stack = make_stack(
             Path(tmp),
             {

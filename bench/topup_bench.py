@@ -68,8 +68,18 @@ def ampeco_simulator(notifications: bool = True) -> Iterator[tuple[str, str]]:
     token = secrets.token_urlsafe(24)
     (port,) = free_ports(1)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.simulators.ampeco", "--port", str(port), "--api-token-env", TOKEN_ENV,
-         "--users", f"1..{BENCH_USERS}", *([] if notifications else ["--no-notifications"])],
+        [
+            sys.executable,
+            "-m",
+            "tests.simulators.ampeco",
+            "--port",
+            str(port),
+            "--api-token-env",
+            TOKEN_ENV,
+            "--users",
+            f"1..{BENCH_USERS}",
+            *([] if notifications else ["--no-notifications"]),
+        ],
         env={**os.environ, TOKEN_ENV: token},
         cwd=REPO,
         stdout=subprocess.PIPE,

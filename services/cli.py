@@ -29,8 +29,9 @@ from services.crediting.store import InsufficientBalance
 from services.page import app as page_app
 from services.page.launch import issue_launch_token
 from services.payments import app as payments_app
-from services.payments import review
+from services.payments import refunds, review, store
 from services.payments.domain import ReviewDecision, ReviewRefused
+from services.payments.processors import ADAPTERS
 from services.reconcile import add_reconcile_parser, reconcile_command
 from services.trace import NotFound, trace
 from shared import amqp, db
@@ -264,8 +265,66 @@ def _parser() -> argparse.ArgumentParser:
     adjust.add_argument("--amount", required=True, type=int, help="minor units, negative to take from the balance")
     adjust.add_argument("--reason", required=True, help="why (shown in AMPECO's back office, kept in the ledger)")
     adjust.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (default: $USER)")
+    refund = commands.add_parser(
+        "refund", help="ask the processor to refund a top-up (the ledger follows its confirmation)"
+    )
+    refund.add_argument("order_id", help="the top-up's order id")
+    refund.add_argument(
+        "--amount", type=int, help="minor units of what the driver was charged (default: all that is left)"
+    )
+    refund.add_argument("--by", required=True, help="who asks (kept with the request)")
+    refund.add_argument("--why", required=True, help="why (kept with the request, sent to the processor)")
+    refund.add_argument(
+        "--wait", type=float, default=20.0, help="seconds to wait for the processor's answer (default 20)"
+    )
+    commands.add_parser(
+        "receivables", help="what drivers owe: reversals their balance could not give back (JSON lines)"
+    )
     add_reconcile_parser(commands)
     return parser
+
+
+async def refund_command(settings: Settings, args: argparse.Namespace) -> None:
+    """Record the refund request; payments' refund dispatcher asks the processor (with the request id
+    as the idempotency key). Prints the request and, if it comes within ``--wait``, the answer."""
+    try:
+        order_id = uuid.UUID(args.order_id)
+    except ValueError:
+        raise CliError(f"{args.order_id!r} is not an order id") from None
+    pool = await db.create_pool(service_dsn(settings, payments_app.NAME), 2)
+    try:
+        try:
+            asked = await refunds.request_refund(pool, ADAPTERS, order_id, args.amount, args.by, args.why)
+        except refunds.RefundRefused as exc:
+            raise CliError(f"no refund: {exc}") from None
+        print(f"refund {asked.request_id} of {asked.amount_minor} {asked.currency} (minor units) requested")
+        deadline = time.monotonic() + max(args.wait, 0.0)
+        while True:
+            row = await store.refund_request(pool, asked.request_id)
+            assert row is not None
+            if row["state"] != "requested" or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.5)
+        if row["state"] == "refused":
+            raise CliError(f"the processor refused refund {asked.request_id}: {row['error']}")
+        if row["state"] == "requested":
+            print(f"not answered yet ({row['error'] or 'waiting for the payments service'}); payments keeps asking")
+        else:
+            print(
+                f"{row['state']} by the processor as {row['processor_refund_id']} ({row['processor_status']});"
+                " the balance follows the processor's confirmation"
+            )
+    finally:
+        await pool.close()
+
+
+async def receivables_command(settings: Settings) -> None:
+    pool = await db.create_pool(service_dsn(settings, crediting_app.NAME), 2)
+    try:
+        for owed in await operations.receivables(pool):
+            print(json.dumps(owed))
+    finally:
+        await pool.close()
 
 
 async def delivery_commands(settings: Settings, args: argparse.Namespace) -> None:
@@ -374,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(review_payments(settings, args))
         elif args.command == "reconcile":
             return asyncio.run(reconcile_command(settings, args))
+        elif args.command == "refund":
+            asyncio.run(refund_command(settings, args))
+        elif args.command == "receivables":
+            asyncio.run(receivables_command(settings))
         elif args.command in ("deliveries", "adjust"):
             asyncio.run(delivery_commands(settings, args))
         elif args.service == "all":

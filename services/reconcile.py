@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 import asyncpg
 
 from services.crediting.csms.ampeco.wire import API_CHANGE_TYPES
-from services.crediting.domain import ADJUSTMENT, TOPUP, confirmed_in_ledger, user_account
+from services.crediting.domain import ADJUSTMENT, SHORTFALL, TOPUP, confirmed_in_ledger, user_account
 from shared import db
 from shared.messages import Environment
 from shared.money import MoneyError, from_major, to_major
@@ -271,6 +271,8 @@ class _Comparison:
         self.findings: list[Finding] = []
         self.rows: list[Row] = []
         self.in_flight = 0
+        # Reversal transfer id → what its shortfall gave back to the driver's account.
+        self.shortfalls = {t.id.split(":", 1)[1]: t.user_change_minor for t in facts.transfers if t.kind == SHORTFALL}
 
     @property
     def ampeco(self) -> bool:
@@ -398,7 +400,9 @@ class _Comparison:
     ) -> None:
         if not self.ampeco or confirmed_in_ledger(self.facts.csms_kind, transfer.environment):
             return
-        if transfer.user_change_minor == 0:
+        # A shortfall never goes to the CSMS: it is the part of a reversal's debit the CSMS balance
+        # could not give, cut from that reversal's delivery.
+        if transfer.kind == SHORTFALL or self.delivered_change(transfer) == 0:
             return
         refs = {
             "user_id": transfer.user_id,
@@ -424,6 +428,11 @@ class _Comparison:
             return
         self.delivery_state(row, transfer, delivery, trace_key)
 
+    def delivered_change(self, transfer: LedgerTransfer) -> int:
+        """What the transfer's delivery is to change in the CSMS: its change to the driver's account,
+        less what a shortfall cut from it (``domain.shortfall_transfer``)."""
+        return transfer.user_change_minor + self.shortfalls.get(transfer.id, 0)
+
     def delivery_state(self, row: Row, transfer: LedgerTransfer, delivery: Delivery, trace_key: str | None) -> None:
         refs = {
             "user_id": delivery.user_id,
@@ -437,7 +446,7 @@ class _Comparison:
             f' for user {delivery.user_id}, reason "{delivery.reason}")'
         )
         back_office = BACK_OFFICE.format(user=delivery.user_id)
-        if delivery.change_minor != transfer.user_change_minor or delivery.user_id != transfer.user_id:
+        if delivery.change_minor != self.delivered_change(transfer) or delivery.user_id != transfer.user_id:
             trace = f"`evtopup trace {trace_key}`, " if trace_key else ""
             self.flag(
                 row,

@@ -84,7 +84,9 @@ class QueueSpec:
         return self.name.split(".", 1)[0]
 
 
-CREDITING_QUEUE = QueueSpec("crediting.payment_events", ("payment.succeeded",))
+CREDITING_QUEUE = QueueSpec(
+    "crediting.payment_events", ("payment.succeeded", "payment.reversed", "payment.reversal_undone")
+)
 PAGE_QUEUE = QueueSpec("page.order_events", ("payment.*", "credit.applied"))
 # Payments learns which successes were credited: its sweeper announces the others again.
 PAYMENTS_QUEUE = QueueSpec("payments.credit_events", ("credit.applied",))

@@ -39,11 +39,20 @@ STRICT_HEADERS = ("Authorization", "Cookie", "Idempotency-Key", "X-CSRF-Token", 
 class Problem(Exception):
     """Raised by handlers; rendered as ``application/problem+json`` with this status."""
 
-    def __init__(self, status: int, title: str, detail: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail or title)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = dict(headers or {})
         self.extra = extra
 
 
@@ -52,7 +61,9 @@ def problem_response(problem: Problem) -> web.Response:
     if problem.detail:
         body["detail"] = problem.detail
     body.update(problem.extra)
-    return web.Response(status=problem.status, text=json.dumps(body), content_type=PROBLEM_TYPE)
+    return web.Response(
+        status=problem.status, text=json.dumps(body), content_type=PROBLEM_TYPE, headers=problem.headers
+    )
 
 
 def json_response(body: dict[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

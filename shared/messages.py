@@ -74,6 +74,45 @@ class PaymentNeedsReview(Contract):
     environment: Environment = "production"
 
 
+class PaymentReversed(Contract):
+    """Money of a succeeded payment went back to the driver's card or wallet: a refund, or a dispute
+    (chargeback). The processor confirmed it; the ledger takes the matching share of the top-up back.
+    ``reversed_before_minor`` is what earlier reversals of the payment returned (of the charge), so
+    that every share is computed from the same running total, in whatever order they are posted."""
+
+    TYPE: ClassVar[str] = "payment.reversed"
+    VERSION: ClassVar[int] = 1
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    user_id: str = Field(min_length=1)
+    integration_id: str
+    cause: Literal["refund", "dispute"]
+    cause_id: str = Field(min_length=1, max_length=300)
+    reversed_minor: StrictInt = Field(gt=0)
+    reversed_before_minor: StrictInt = Field(ge=0)
+    # The top-up the payment paid for: charged = amount + fee.
+    amount_minor: StrictInt = Field(gt=0)
+    bonus_minor: StrictInt = Field(ge=0)
+    fee_minor: StrictInt = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    environment: Environment = "production"
+
+
+class PaymentReversalUndone(Contract):
+    """A reversal did not stand: the refund failed after all, or the operator won the dispute. The
+    ledger undoes exactly what the reversal took."""
+
+    TYPE: ClassVar[str] = "payment.reversal_undone"
+    VERSION: ClassVar[int] = 1
+    payment_id: uuid.UUID
+    user_id: str = Field(min_length=1)
+    integration_id: str
+    cause: Literal["refund", "dispute"]
+    cause_id: str = Field(min_length=1, max_length=300)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    environment: Environment = "production"
+
+
 class CreditApplied(Contract):
     TYPE: ClassVar[str] = "credit.applied"
     VERSION: ClassVar[int] = 1
@@ -91,13 +130,23 @@ class CreditApplied(Contract):
 
 
 CONTRACTS: dict[tuple[str, int], type[Contract]] = {
-    (c.TYPE, c.VERSION): c for c in (PaymentSucceeded, PaymentFailed, PaymentNeedsReview, CreditApplied)
+    (c.TYPE, c.VERSION): c
+    for c in (
+        PaymentSucceeded,
+        PaymentFailed,
+        PaymentNeedsReview,
+        PaymentReversed,
+        PaymentReversalUndone,
+        CreditApplied,
+    )
 }
 # The one service that produces each contract: consumers believe a message only from its broker user.
 PRODUCERS: dict[type[Contract], str] = {
     PaymentSucceeded: "payments",
     PaymentFailed: "payments",
     PaymentNeedsReview: "payments",
+    PaymentReversed: "payments",
+    PaymentReversalUndone: "payments",
     CreditApplied: "crediting",
 }
 
@@ -168,6 +217,10 @@ class CreateCheckout(BaseModel):
     package_id: str | None = None
     amount_minor: StrictInt | None = None
     return_url: str
+    locale: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    # The driver's phone (digits, country code first), for a processor that prompts it (M-Pesa);
+    # passed to the processor, never stored.
+    phone: str | None = Field(default=None, pattern=r"^[1-9][0-9]{7,14}$")
 
     def pricing_request(self) -> dict[str, Any]:
         """The request in the shape ``shared.pricing.price_topup`` reads."""
@@ -184,7 +237,10 @@ class CheckoutCreated(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     payment_id: uuid.UUID
-    redirect_url: str
+    # "redirect": send the driver to ``redirect_url``; "phone_prompt": the processor prompted the
+    # driver's phone, and the page follows the payment's status.
+    next_step: Literal["redirect", "phone_prompt"] = "redirect"
+    redirect_url: str | None
     amount_minor: StrictInt
     bonus_minor: StrictInt
     fee_minor: StrictInt

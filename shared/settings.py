@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -117,7 +117,7 @@ class LaunchSettings(_Section):
         if self.user_param == self.locale_param:
             raise ValueError("user_param and locale_param must differ")
         if "token" in (self.user_param, self.locale_param):
-            raise ValueError('"token" is the signed launch\'s parameter: name the open launch\'s otherwise')
+            raise ValueError("\"token\" is the signed launch's parameter: name the open launch's otherwise")
         return self
 
     @field_validator("user_id_pattern")
@@ -149,6 +149,9 @@ class AmountSettings(_Section):
     max_minor: int = Field(gt=0)
     custom_allowed: bool = True
     packages: list[Package] = Field(default_factory=list)
+    # When money of a top-up goes back to the driver (a refund, a chargeback), the bonus it earned is
+    # taken back in proportion ("proportional"), or left to the driver ("keep").
+    bonus_on_refund: Literal["proportional", "keep"] = "proportional"
 
     @model_validator(mode="after")
     def _consistent(self) -> AmountSettings:
@@ -162,7 +165,7 @@ class AmountSettings(_Section):
         return self
 
 
-def _strong_secret(value: SecretStr) -> SecretStr:
+def strong_secret(value: SecretStr) -> SecretStr:
     if not isinstance(value, WithheldSecret) and len(value.get_secret_value()) < 16:
         raise ValueError("must be at least 16 characters")
     return value
@@ -175,18 +178,22 @@ class Fee(_Section):
 
 
 class IntegrationSettings(_Section):
-    processor: Literal["sandbox"]
+    """What every integration has. Each processor's package extends it with its own settings, its
+    credentials named in the processor's words and typed as secrets
+    (``services/payments/processors/<name>/config.py``); ``processor`` chooses which."""
+
+    # The processor prompts the driver's phone (M-Pesa): the page asks for the number first.
+    asks_driver_phone: ClassVar[bool] = False
+
+    processor: str
     environment: Literal["production", "test"] = "production"
     active: bool = True
     methods: list[str] = Field(min_length=1)
     fees: dict[str, Fee] = Field(default_factory=dict)
     test_users: list[str] = Field(default_factory=list)
-    api_key: PaymentsSecret
-    webhook_secret: PaymentsSecret
-    # Where the processor's API lives; for the sandbox, the payments service itself.
-    api_base_url: str | None = None
-
-    _strong_secrets = field_validator("api_key", "webhook_secret")(_strong_secret)
+    # Where the processor's API lives (each processor's default is its real one; tests point it at
+    # a simulator).
+    api_base_url: str | None = Field(default=None, pattern=r"^https?://[^?#@\s]+$")
 
     @model_validator(mode="after")
     def _fees_for_known_methods(self) -> IntegrationSettings:
@@ -194,6 +201,32 @@ class IntegrationSettings(_Section):
         if unknown:
             raise ValueError(f"fees for methods not offered: {sorted(unknown)}")
         return self
+
+
+class NestedError(ValueError):
+    """A validation error inside a section validated by hand (an integration, by its processor's
+    model), with where it is, so the message names the dotted key like any other."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+def processor_settings() -> Mapping[str, type[IntegrationSettings]]:
+    """Each processor's settings model, by processor name. The processors' registry is imported here,
+    when settings are read, rather than at the top: each processor's package owns its settings."""
+    from services.payments.processors import ADAPTERS
+
+    return {name: adapter.config_type for name, adapter in ADAPTERS.items()}
+
+
+def _integration_model(entry: Mapping[str, Any]) -> type[IntegrationSettings]:
+    processor = entry.get("processor")
+    models = processor_settings()
+    if not isinstance(processor, str) or processor not in models:
+        raise ValueError(f"processor must be one of {sorted(models)}, not {processor!r}")
+    return models[processor]
 
 
 class CsmsSettings(_Section):
@@ -265,7 +298,7 @@ class CsmsSettings(_Section):
 class CreditingSettings(_Section):
     api_token: CreditingSecret
 
-    _strong_token = field_validator("api_token")(_strong_secret)
+    _strong_token = field_validator("api_token")(strong_secret)
 
 
 def _known_password(value: SecretStr) -> SecretStr:
@@ -396,6 +429,27 @@ class Settings(_Section):
     retention: RetentionSettings = RetentionSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("integrations", mode="before")
+    @classmethod
+    def _integration_per_processor(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        integrations: dict[str, Any] = {}
+        for integration_id, entry in value.items():
+            if not isinstance(entry, dict):
+                integrations[integration_id] = entry
+                continue
+            try:
+                model = _integration_model(entry)
+            except ValueError as exc:
+                raise NestedError((integration_id, "processor"), str(exc)) from None
+            try:
+                integrations[integration_id] = model.model_validate(entry)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise NestedError((integration_id, *first["loc"]), first["msg"]) from None
+        return integrations
+
     @model_validator(mode="after")
     def _integrations_sane(self) -> Settings:
         for integration_id in self.integrations:
@@ -424,9 +478,7 @@ class Settings(_Section):
         if self.launch.mode == "open" and self.csms.kind != "ampeco":
             raise ValueError('launch: mode "open" needs a CSMS that confirms users (csms.kind = "ampeco")')
         if self.csms.kind == "ampeco" and currency_exponent(self.operator.currency) > 3:
-            raise ValueError(
-                f"csms: AMPECO amounts have at most 3 decimals; {self.operator.currency} has more"
-            )
+            raise ValueError(f"csms: AMPECO amounts have at most 3 decimals; {self.operator.currency} has more")
         return self
 
     @property
@@ -498,25 +550,40 @@ def _secret_fields(
             continue
         for key, entry in child.items():
             if isinstance(entry, dict):
-                found += _secret_fields(entry, section_model, f"{dotted}.{key}", fill=fill)
+                entry_model = _keyed_models(section_model, entry)[0]
+                found += _secret_fields(entry, entry_model, f"{dotted}.{key}", fill=fill)
     return found
 
 
-def _is_secret_path(parts: list[str]) -> bool:
+def _keyed_models(model: type[BaseModel], entry: Mapping[str, Any] | None = None) -> list[type[BaseModel]]:
+    """The models an entry of a keyed table may have: an integration's is its processor's (any
+    processor's, when the entry is not known, as for an environment variable's name)."""
+    if model is not IntegrationSettings:
+        return [model]
+    models = processor_settings()
+    processor = entry.get("processor") if entry is not None else None
+    if isinstance(processor, str) and processor in models:
+        return [models[processor]]
+    return [*models.values(), model]
+
+
+def _secret_owners_at(parts: list[str]) -> frozenset[str] | None:
+    """The services that may hold the setting at ``parts``, if it is a secret."""
     model: type[BaseModel] = Settings
     index = 0
     while index < len(parts):
         name = parts[index]
         if name not in model.model_fields:
-            return False
-        if index == len(parts) - 1:
-            return _field_owners(model, name) is not None
+            return None
         section = _section_of(model, name)
-        if section is None:
-            return False
+        if index == len(parts) - 1 or section is None:
+            return _field_owners(model, name) if index == len(parts) - 1 else None
         model, keyed = section
         index += 2 if keyed else 1
-    return False
+        if keyed and index == len(parts) - 1:
+            owners = [_field_owners(m, parts[-1]) for m in _keyed_models(model) if parts[-1] in m.model_fields]
+            return next((o for o in owners if o is not None), None)
+    return None
 
 
 def _refuse_literal_secrets(data: dict[str, Any]) -> None:
@@ -561,7 +628,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         # A secret (or a secret's file) is taken as it is, whatever characters it starts with.
         key = parts[-1]
         plain = key.removesuffix("_file")
-        value = raw if _is_secret_path([*parts[:-1], plain]) else _env_value(name, raw)
+        value = raw if _secret_owners_at([*parts[:-1], plain]) is not None else _env_value(name, raw)
         if isinstance(value, dict) and _holds_secrets(parts, value):
             # Each secret has a variable of its own, which `run all` can keep from other services.
             raise ConfigError(f"{name}: a table set as JSON may not hold secrets; set each one by its own variable")
@@ -587,22 +654,10 @@ def secret_environment_names(environ: Mapping[str, str], service: str) -> list[s
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         parts[-1] = parts[-1].removesuffix("_file")
-        if _is_secret_path(parts) and service not in _owners_at(parts):
+        owners = _secret_owners_at(parts)
+        if owners is not None and service not in owners:
             withheld.append(name)
     return withheld
-
-
-def _owners_at(parts: list[str]) -> frozenset[str]:
-    model: type[BaseModel] = Settings
-    index = 0
-    while index < len(parts) - 1:
-        section = _section_of(model, parts[index])
-        assert section is not None
-        model, keyed = section
-        index += 2 if keyed else 1
-    owners = _field_owners(model, parts[-1])
-    assert owners is not None
-    return owners
 
 
 def _env_value(name: str, raw: str) -> Any:
@@ -638,8 +693,12 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
+        loc = tuple(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        nested = first.get("ctx", {}).get("error")
+        if isinstance(nested, NestedError):
+            loc, message = (*loc, *nested.loc), nested.message.removeprefix("Value error, ")
+        key = ".".join(str(p) for p in loc)
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         # Whole-file rules name their keys in the message itself.
-        message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{key}: {message}{more}" if key else f"{message}{more}") from None

@@ -14,7 +14,6 @@ from services.crediting.dispatcher import DeliveryDispatcher
 from services.crediting.user_rpc import user_lookup_handler
 from shared.amqp import CREDITING_QUEUE, CSMS_USER_RPC_QUEUE, IdempotentConsumer, RpcServer, trusted_publishers
 from shared.logging import get_logger
-from shared.messages import PaymentSucceeded
 from shared.runtime import Runtime, service_dsn
 from shared.settings import Settings
 
@@ -22,8 +21,7 @@ NAME = "crediting"
 # userBalance.changed bodies are kept at least this long: a replay must find its hash.
 NOTIFICATION_MIN_RETENTION_DAYS = 8.0
 NOTIFICATION_RETENTION_SQL = (
-    "DELETE FROM csms_notifications WHERE id IN"
-    " (SELECT id FROM csms_notifications WHERE received_at < $1 LIMIT $2)"
+    "DELETE FROM csms_notifications WHERE id IN (SELECT id FROM csms_notifications WHERE received_at < $1 LIMIT $2)"
 )
 
 log = get_logger(__name__)
@@ -54,7 +52,7 @@ async def build(runtime: Runtime) -> None:
         NAME,
         CREDITING_QUEUE,
         runtime.pool,
-        {PaymentSucceeded: consumers.payment_succeeded_handler(settings)},
+        consumers.payment_event_handlers(settings),
         publishers=trusted_publishers(settings.amqp),
         user=runtime.broker_user,
     )

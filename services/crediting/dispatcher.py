@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from decimal import Decimal
 
 import asyncpg
@@ -160,6 +161,22 @@ class DeliveryDispatcher:
             not_sent = NotSent(f"reading the user: {exc.reason}", exc.retry_after_s, exc.unauthorized)
             await self._record(delivery_id, attempt, change, not_sent, None)
             return
+        cap = (
+            domain.reversal_debit_cap(change.amount_minor, before.balance, change.currency)
+            if change.direction == "debit" and domain.is_payment_reversal(row["transfer_id"])
+            else None
+        )
+        if cap is not None:
+            assert before.balance is not None
+            amount = await service.cap_reversal_debit(
+                self.pool, delivery_id, attempt, row["transfer_id"], cap, before.balance
+            )
+            if amount is None:
+                log.warning("delivery_lease_lost", delivery_id=delivery_id)
+                return
+            if amount == 0:
+                return
+            change = dataclasses.replace(change, amount_minor=amount)
         if not await store.mark_sent(self.pool, delivery_id, attempt, before.balance):
             log.warning("delivery_lease_lost", delivery_id=delivery_id)
             return
@@ -268,9 +285,7 @@ class DeliveryDispatcher:
         why = f"balance {row['balance_before']} before the call, {user.balance} now"
         if verdict == "applied":
             async with self.pool.acquire() as conn, conn.transaction():
-                await service.settle_delivered(
-                    conn, delivery_id, "balance", user.balance, actor="evidence", why=why
-                )
+                await service.settle_delivered(conn, delivery_id, "balance", user.balance, actor="evidence", why=why)
         elif verdict == "not_applied":
             async with self.pool.acquire() as conn, conn.transaction():
                 if await store.settle_not_applied(conn, delivery_id, "evidence", why, ("uncertain",)):

@@ -11,16 +11,18 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Final, Literal
 
 from services.crediting.csms import BalanceChange, Direction
-from shared.messages import Environment, PaymentSucceeded
+from shared.messages import Environment, PaymentReversalUndone, PaymentReversed, PaymentSucceeded
+from shared.money import currency_exponent
 from shared.settings import IntegrationSettings
 
 TOPUP = "topup"
 ADJUSTMENT = "adjustment"
 REVERSAL = "reversal"
+UNDO = "undo"  # a payment reversal that did not stand (refund failed, dispute won)
 PRODUCTION: Final[Environment] = "production"
 TEST: Final[Environment] = "test"
 
@@ -42,12 +44,20 @@ def user_account(user_id: str, environment: Environment = PRODUCTION) -> str:
     return in_environment(f"user:{user_id}", environment)
 
 
+def receivable_account(user_id: str, environment: Environment = PRODUCTION) -> str:
+    """What a driver owes the operator: money that came back from a payment after the driver had
+    spent it (a chargeback), which the driver's balance could not give back."""
+    return in_environment(f"receivable:user:{user_id}", environment)
+
+
 def clearing_account(integration_id: str, environment: Environment = PRODUCTION) -> str:
     return in_environment(f"processor:{integration_id}", environment)
 
 
 def credit_environment(
-    event: PaymentSucceeded, integrations: Mapping[str, IntegrationSettings], user_id_pattern: str | None = None
+    event: PaymentSucceeded | PaymentReversed | PaymentReversalUndone,
+    integrations: Mapping[str, IntegrationSettings],
+    user_id_pattern: str | None = None,
 ) -> Environment:
     """The environment a payment's money belongs to, from this service's own configuration: a
     payment of an unknown integration, or test money for a user outside the test list, is refused
@@ -179,6 +189,148 @@ def reversal_transfer(original: Transfer, actor: str, why: str) -> Transfer:
     )
 
 
+def share_minor(part_minor: int, before_minor: int, after_minor: int, whole_minor: int) -> int:
+    """``part``'s share of the slice ``before..after`` of ``whole``, so that the shares of successive
+    slices add up to exactly ``part`` once the whole has gone (floors of a running total)."""
+    return part_minor * after_minor // whole_minor - part_minor * before_minor // whole_minor
+
+
+def payment_reversal_id(event: PaymentReversed | PaymentReversalUndone) -> str:
+    return f"{event.cause}:{event.integration_id}:{event.cause_id}"
+
+
+def payment_reversal_transfer(
+    event: PaymentReversed, environment: Environment, available_minor: int, bonus_on_refund: str, *, emptied: bool
+) -> Transfer:
+    """Money of a payment went back to the driver (``reversed_minor`` of what was charged): the
+    processor's clearing account gets it back, and the top-up's shares of it come off: the paid part
+    off the driver's balance, the fee part off the fee revenue, and the bonus in proportion (or not,
+    as configured). The driver's balance never goes below zero: what it cannot give back becomes a
+    receivable (the driver owes it), for the operator to see."""
+    charge = event.amount_minor + event.fee_minor
+    before, after = event.reversed_before_minor, event.reversed_before_minor + event.reversed_minor
+    if after > charge:
+        raise RefusedCredit(f"reversal {event.cause_id} takes back more than was charged")
+    if emptied:
+        # Its undo came first (see ``undo_transfer``): posted, but moving nothing.
+        return _transfer_for_reversal(event, environment, (), 0, 0, 0)
+    paid = share_minor(event.amount_minor, before, after, charge)
+    fee = event.reversed_minor - paid
+    bonus = share_minor(event.bonus_minor, before, after, charge) if bonus_on_refund == "proportional" else 0
+    owed = paid + bonus
+    taken = min(max(available_minor, 0), owed)
+    user = user_account(event.user_id, environment)
+    postings = [Posting(clearing_account(event.integration_id, environment), "reversed", event.reversed_minor)]
+    if taken:
+        postings.append(Posting(user, event.cause, -taken))
+    if owed > taken:
+        postings.append(Posting(receivable_account(event.user_id, environment), "owed", -(owed - taken)))
+    if fee:
+        postings.append(Posting(in_environment(FEE_REVENUE_ACCOUNT, environment), "fee", -fee))
+    if bonus:
+        postings.append(Posting(in_environment(BONUS_EXPENSE_ACCOUNT, environment), "bonus", bonus))
+    transfer = _transfer_for_reversal(event, environment, tuple(postings), paid, bonus, fee)
+    assert sum(p.amount_minor for p in transfer.postings) == 0, "a transfer must balance"
+    return transfer
+
+
+def _transfer_for_reversal(
+    event: PaymentReversed, environment: Environment, postings: tuple[Posting, ...], paid: int, bonus: int, fee: int
+) -> Transfer:
+    return Transfer(
+        id=payment_reversal_id(event),
+        kind=event.cause,
+        environment=environment,
+        payment_id=event.payment_id,
+        order_id=event.order_id,
+        user_id=event.user_id,
+        amount_minor=paid,
+        bonus_minor=bonus,
+        fee_minor=fee,
+        currency=event.currency,
+        postings=postings,
+        reason=f"{event.cause} {event.cause_id}",
+    )
+
+
+REVERSAL_KINDS = frozenset({"refund", "dispute"})
+SHORTFALL = "shortfall"
+
+
+def is_payment_reversal(transfer_id: str) -> bool:
+    return transfer_id.split(":", 1)[0] in REVERSAL_KINDS
+
+
+def reversal_debit_cap(amount_minor: int, balance: Decimal | None, currency: str) -> int | None:
+    """How much of a reversal's debit the CSMS balance can still give (its balance read before the
+    call, in major units); None when all of it (or when the balance is hidden: then the CSMS
+    decides). What a driver has spent since the top-up cannot be taken: the rest is a receivable."""
+    if balance is None:
+        return None
+    available = int((balance.scaleb(currency_exponent(currency))).to_integral_value(rounding=ROUND_FLOOR))
+    return None if available >= amount_minor else max(available, 0)
+
+
+def shortfall_transfer(reversal: Transfer, shortfall_minor: int, attempt: int) -> Transfer:
+    """The part of a reversal's debit the CSMS balance could not give (the driver spent it): back
+    onto the ledger's mirror of the driver's balance, and owed instead. One per attempt of the
+    reversal's delivery that cut it (a retry may find even less)."""
+    return Transfer(
+        id=f"{shortfall_prefix(reversal.id)}{attempt}",
+        kind=SHORTFALL,
+        environment=reversal.environment,
+        payment_id=reversal.payment_id,
+        order_id=reversal.order_id,
+        user_id=reversal.user_id,
+        amount_minor=shortfall_minor,
+        bonus_minor=0,
+        fee_minor=0,
+        currency=reversal.currency,
+        postings=(
+            Posting(user_account(reversal.user_id, reversal.environment), "unpaid", shortfall_minor),
+            Posting(receivable_account(reversal.user_id, reversal.environment), "owed", -shortfall_minor),
+        ),
+        reason=f"the CSMS balance could not give {shortfall_minor} of {reversal.id}",
+    )
+
+
+def shortfall_prefix(reversal_id: str) -> str:
+    return f"{SHORTFALL}:{reversal_id}:"
+
+
+def undo_id(reversal_id: str) -> str:
+    return f"{UNDO}:{reversal_id}"
+
+
+def undo_transfer(
+    event: PaymentReversalUndone,
+    environment: Environment,
+    original: Transfer | None,
+    shortfalls: Sequence[Transfer] = (),
+) -> Transfer:
+    """A reversal that did not stand (the refund failed, the dispute was won), undone exactly: its
+    postings mirrored, and those of the shortfalls that cut its delivery (so the driver gets back
+    what was taken, and owes nothing any more). When the undo overtakes the reversal it undoes
+    (messages can), it is an empty marker, and the reversal is then posted empty too: the two
+    cancel out either way."""
+    reversal_id = payment_reversal_id(event)
+    undone = [p for transfer in ([original] if original else []) + list(shortfalls) for p in transfer.postings]
+    return Transfer(
+        id=undo_id(reversal_id),
+        kind=UNDO,
+        environment=environment,
+        payment_id=event.payment_id,
+        order_id=original.order_id if original else None,
+        user_id=event.user_id,
+        amount_minor=original.amount_minor if original else 0,
+        bonus_minor=original.bonus_minor if original else 0,
+        fee_minor=original.fee_minor if original else 0,
+        currency=event.currency,
+        postings=tuple(Posting(p.account, p.entry_kind, -p.amount_minor) for p in undone),
+        reason=f"undoes {reversal_id}",
+    )
+
+
 def confirmed_in_ledger(csms_kind: str, environment: Environment) -> bool:
     """Whether the ledger transfer is the whole credit: with the built-in ledger it is, and test
     money never leaves the ledger's test accounts for a real CSMS."""
@@ -205,6 +357,8 @@ def delivery_intent(transfer: Transfer, processor_reference: str | None = None) 
         raise RefusedCredit(f"transfer {transfer.id} does not change the driver's balance")
     if transfer.kind == TOPUP:
         reason = f"Balance top-up {transfer.order_id}"
+    elif transfer.kind in ("refund", "dispute", UNDO):
+        reason = f"Top-up {transfer.order_id}: {transfer.reason or transfer.kind}"[:500]
     else:
         reason = f"Balance correction {transfer.id.split(':', 1)[1]}: {transfer.reason or ''}".strip()[:500]
     app_info = _compact(

@@ -31,9 +31,7 @@ def _as_dict(row: asyncpg.Record) -> dict[str, Any]:
     return {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in row.items()}
 
 
-async def list_deliveries(
-    pool: asyncpg.Pool, state: str, limit: int, resolve_after_s: float
-) -> list[dict[str, Any]]:
+async def list_deliveries(pool: asyncpg.Pool, state: str, limit: int, resolve_after_s: float) -> list[dict[str, Any]]:
     """Deliveries in ``state`` (a state, ``open`` or ``awaiting-operator``: failed ones, uncertain
     ones past ``csms.uncertain_resolve_after_s``, and pending ones older than that, which the
     tenant keeps refusing before they are sent), oldest first, with their audit trail."""
@@ -52,9 +50,7 @@ async def list_deliveries(
     return listed
 
 
-async def resolve_delivery(
-    pool: asyncpg.Pool, delivery_id: int, verdict: domain.Verdict, by: str, why: str
-) -> str:
+async def resolve_delivery(pool: asyncpg.Pool, delivery_id: int, verdict: domain.Verdict, by: str, why: str) -> str:
     """The operator's verdict on an uncertain or failed delivery; the state it is in now."""
     if not by.strip() or not why.strip():
         raise domain.RefusedAction("--by and --why are both required and kept in the audit record")
@@ -71,3 +67,25 @@ async def resolve_delivery(
             await store.settle_not_applied(conn, delivery_id, by, why, (row["state"],))
             DELIVERIES_NOT_APPLIED.labels("operator").inc()
     return new_state
+
+
+async def receivables(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """What drivers owe the operator: the shares of refunds and chargebacks their balance could not
+    give back (``domain.receivable_account``), per driver, currency and environment, largest first."""
+    rows = await pool.fetch(
+        "SELECT p.account, p.currency, -sum(p.amount_minor)::bigint AS owed_minor, max(p.created_at) AS since,"
+        " array_agg(DISTINCT p.transfer_id) AS transfers FROM postings p"
+        " WHERE p.account LIKE 'receivable:user:%' OR p.account LIKE 'test:receivable:user:%'"
+        " GROUP BY p.account, p.currency HAVING sum(p.amount_minor) <> 0 ORDER BY 3 DESC"
+    )
+    return [
+        {
+            "user_id": row["account"].split("receivable:user:", 1)[1],
+            "environment": domain.TEST if row["account"].startswith(f"{domain.TEST}:") else domain.PRODUCTION,
+            "owed_minor": row["owed_minor"],
+            "currency": row["currency"].strip(),
+            "last_at": row["since"].isoformat(),
+            "transfers": sorted(row["transfers"]),
+        }
+        for row in rows
+    ]

@@ -14,7 +14,7 @@ from services.crediting.csms.ampeco import wire
 from services.crediting.metrics import DELIVERIES_SETTLED
 from shared.db import Connection
 from shared.logging import get_logger
-from shared.messages import CreditApplied, Environment, PaymentSucceeded
+from shared.messages import CreditApplied, Environment, PaymentReversalUndone, PaymentReversed, PaymentSucceeded
 from shared.metrics import CREDIT_LATENCY, CREDITS_APPLIED
 from shared.money import MoneyError, from_major
 from shared.outbox import enqueue
@@ -94,6 +94,92 @@ async def credit_topup(
         )
 
 
+async def post_payment_reversal(
+    conn: Connection, settings: Settings, event: PaymentReversed, environment: Environment, correlation_id: str
+) -> None:
+    """Post once the share of a top-up that a refund or dispute took back, off what the driver's
+    balance holds now (the rest a receivable), and deliver the debit to the CSMS like any change."""
+    reversal_id = domain.payment_reversal_id(event)
+    if await store.transfer_exists(conn, reversal_id):
+        log.info("reversal_already_posted", transfer_id=reversal_id)
+        return
+    available = await store.lock_balance(conn, event.user_id, event.currency, environment)
+    transfer = domain.payment_reversal_transfer(
+        event,
+        environment,
+        available,
+        settings.amounts.bonus_on_refund,
+        emptied=await store.transfer_exists(conn, domain.undo_id(reversal_id)),
+    )
+    await _post_with_delivery(conn, settings, transfer, correlation_id)
+    owed = -sum(p.amount_minor for p in transfer.postings if p.entry_kind == "owed")
+    log.info(
+        "payment_reversal_posted", transfer_id=transfer.id, taken_minor=-transfer.user_credit_minor, owed_minor=owed
+    )
+
+
+async def undo_payment_reversal(
+    conn: Connection, settings: Settings, event: PaymentReversalUndone, environment: Environment, correlation_id: str
+) -> None:
+    """Undo once a reversal that did not stand, exactly as it was posted (see ``domain.undo_transfer``)."""
+    reversal_id = domain.payment_reversal_id(event)
+    if await store.transfer_exists(conn, domain.undo_id(reversal_id)):
+        return
+    original = await store.load_transfer(conn, reversal_id) if await store.transfer_exists(conn, reversal_id) else None
+    shortfalls = await store.transfers_with_prefix(conn, domain.shortfall_prefix(reversal_id))
+    transfer = domain.undo_transfer(event, environment, original, shortfalls)
+    await _post_with_delivery(conn, settings, transfer, correlation_id)
+    log.info("payment_reversal_undone", transfer_id=transfer.id, returned_minor=transfer.user_credit_minor)
+
+
+async def _post_with_delivery(
+    conn: Connection, settings: Settings, transfer: domain.Transfer, correlation_id: str
+) -> None:
+    await store.record_transfer(conn, transfer, correlation_id)
+    if transfer.user_credit_minor and not domain.confirmed_in_ledger(settings.csms.kind, transfer.environment):
+        await store.add_delivery(conn, domain.delivery_intent(transfer), correlation_id)
+
+
+async def cap_reversal_debit(
+    pool: asyncpg.Pool, delivery_id: int, attempt: int, transfer_id: str, cap_minor: int, balance: Decimal
+) -> int | None:
+    """Before a reversal's debit goes to the CSMS: it takes only ``cap_minor`` (what the balance
+    holds), the rest is posted as owed; with nothing to take, the delivery is settled without a
+    call. One transaction, guarded by the attempt. Returns what to debit (0: nothing, settled), or
+    None if the lease was lost meanwhile."""
+    async with pool.acquire() as conn, conn.transaction():
+        was_minor = await conn.fetchval(
+            "SELECT amount_minor FROM deliveries WHERE id = $1 AND attempts = $2 AND state = 'sending' FOR UPDATE",
+            delivery_id,
+            attempt,
+        )
+        if was_minor is None:
+            return None
+        reversal = await store.load_transfer(conn, transfer_id)
+        if await store.transfer_exists(conn, domain.undo_id(transfer_id)):
+            # Undone already: its undo gives back all of the reversal, so the debit goes as it is
+            # (the CSMS may refuse it for want of balance: then it waits for the operator).
+            return int(was_minor)
+        if cap_minor > 0:  # with nothing to take the row keeps its amount: it is settled without a call
+            await conn.execute(
+                "UPDATE deliveries SET amount_minor = $2, updated_at = now() WHERE id = $1", delivery_id, cap_minor
+            )
+        shortfall = was_minor - cap_minor
+        await store.record_transfer(conn, domain.shortfall_transfer(reversal, shortfall, attempt), "reversal-shortfall")
+        if cap_minor == 0:
+            await store.settle_delivered(
+                conn,
+                delivery_id,
+                "balance",
+                balance,
+                attempt=attempt,
+                actor="dispatcher",
+                why="nothing left on the balance to take back: all of it is owed",
+            )
+        log.warning("reversal_debit_capped", delivery_id=delivery_id, taken_minor=cap_minor, owed_minor=shortfall)
+        return cap_minor
+
+
 async def settle_delivered(
     conn: Connection,
     delivery_id: int,
@@ -131,9 +217,7 @@ async def post_adjustment(
         try:
             await store.record_transfer(conn, transfer, f"adjust-{transfer.id.split(':', 1)[1][:8]}")
         except asyncpg.CheckViolationError:
-            raise store.InsufficientBalance(
-                f"the ledger holds less than {-amount_minor} for user {user_id}"
-            ) from None
+            raise store.InsufficientBalance(f"the ledger holds less than {-amount_minor} for user {user_id}") from None
         if domain.confirmed_in_ledger(settings.csms.kind, domain.PRODUCTION):
             return transfer, None
         intent = domain.delivery_intent(transfer)

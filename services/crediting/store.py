@@ -45,6 +45,26 @@ async def load_transfer(conn: Connection, transfer_id: str) -> Transfer:
     )
 
 
+async def transfers_with_prefix(conn: Connection, prefix: str) -> list[Transfer]:
+    ids = await conn.fetch("SELECT id FROM transfers WHERE starts_with(id, $1) ORDER BY created_at, id", prefix)
+    return [await load_transfer(conn, row["id"]) for row in ids]
+
+
+async def transfer_exists(conn: Connection, transfer_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM transfers WHERE id = $1", transfer_id))
+
+
+async def lock_balance(conn: Connection, user_id: str, currency: str, environment: Environment) -> int:
+    """The driver's balance, locked until the caller's transaction ends (a debit is sized from it)."""
+    value = await conn.fetchval(
+        "SELECT balance_minor FROM user_balances WHERE user_id = $1 AND currency = $2 AND environment = $3 FOR UPDATE",
+        user_id,
+        currency,
+        environment,
+    )
+    return int(value or 0)
+
+
 async def record_transfer(conn: Connection, transfer: Transfer, correlation_id: str) -> Recorded:
     """Within the caller's transaction: post ``transfer`` once and move the driver's balance."""
     created = await conn.fetchval(
@@ -217,9 +237,7 @@ async def mark_sent(pool: asyncpg.Pool, delivery_id: int, attempt: int, balance_
     return bool(marked)
 
 
-async def release_delivery(
-    pool: asyncpg.Pool, delivery_id: int, attempt: int, retry_in_s: float, outcome: str
-) -> None:
+async def release_delivery(pool: asyncpg.Pool, delivery_id: int, attempt: int, retry_in_s: float, outcome: str) -> None:
     """Certainly not applied: pending again, tried after ``retry_in_s``."""
     async with pool.acquire() as conn, conn.transaction():
         released = await conn.fetchval(
@@ -352,9 +370,7 @@ async def escalate_uncertain(pool: asyncpg.Pool, older_than_s: float) -> list[as
     return rows
 
 
-async def record_notification(
-    conn: Connection, identity_sha256: bytes, note: BalanceNotification
-) -> int | None:
+async def record_notification(conn: Connection, identity_sha256: bytes, note: BalanceNotification) -> int | None:
     """The notification once; None for a duplicate (or a replay) of one already received."""
     notification_id: int | None = await conn.fetchval(
         "INSERT INTO csms_notifications (identity_sha256, user_id, credit, debit, updated_balance, currency,"

@@ -7,13 +7,13 @@ import functools
 
 import aiohttp
 
-from services.payments import consumers, service, store, sweeper, webhooks
+from services.payments import consumers, refunds, service, store, sweeper, webhooks
 from services.payments.checkout_rpc import checkout_handler
 from services.payments.metrics import UNKNOWN_EVENTS_REEXAMINED
 from services.payments.periodic import run_every
 from services.payments.poller import run_poller
 from services.payments.processors import build_adapters
-from services.payments.sandbox_processor import SandboxProcessor
+from services.payments.processors.sandbox.hosted import SandboxProcessor
 from shared.amqp import CHECKOUT_RPC_QUEUE, PAYMENTS_QUEUE, IdempotentConsumer, RpcServer, trusted_publishers
 from shared.messages import CreditApplied
 from shared.runtime import Runtime
@@ -69,13 +69,24 @@ async def build(runtime: Runtime) -> None:
 
     async def reexamine_unknown_events() -> bool:
         outcomes = await service.reexamine_unknown_events(
-            pool, healing.poll_batch, healing.poll_interval_s, healing.poll_max_backoff_s
+            pool,
+            healing.poll_batch,
+            healing.poll_interval_s,
+            healing.poll_max_backoff_s,
+            {integration_id: adapter.capabilities.states_amount for integration_id, adapter in adapters.items()},
         )
         for result, count in outcomes.items():
             UNKNOWN_EVENTS_REEXAMINED.labels(result).inc(count)
         return sum(outcomes.values()) == healing.poll_batch
 
     runtime.spawn(run_every("unknown_event_reexaminer", healing.poll_interval_s, reexamine_unknown_events))
+    runtime.spawn(
+        run_every(
+            "refund_dispatcher",
+            healing.poll_interval_s,
+            functools.partial(refunds.dispatch_refunds_once, pool, adapters),
+        )
+    )
     runtime.add_retention(
         "processor_event_bodies", store.FORGET_EVENT_BODIES_SQL, settings.retention.processor_event_body_days
     )

@@ -7,14 +7,14 @@ from typing import Any
 import asyncpg
 
 from services.payments import service
-from services.payments.processors.base import ProcessorAdapter, ProcessorUnavailable
+from services.payments.processors.base import AnyAdapter, ProcessorUnavailable
 from shared.amqp import RpcError, RpcHandler
 from shared.messages import CreateCheckout
 from shared.metrics import RPC_REQUESTS
 from shared.settings import Settings
 
 
-def checkout_handler(pool: asyncpg.Pool, adapters: dict[str, ProcessorAdapter], settings: Settings) -> RpcHandler:
+def checkout_handler(pool: asyncpg.Pool, adapters: dict[str, AnyAdapter], settings: Settings) -> RpcHandler:
     async def handle(request: dict[str, Any]) -> dict[str, Any]:
         command = CreateCheckout.model_validate(request)
         try:

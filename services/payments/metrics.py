@@ -25,3 +25,13 @@ UNKNOWN_EVENTS_REEXAMINED = Counter(
     "Looks again at processor events whose payment was not found, by result",
     ["result"],
 )
+REFUND_REQUESTS = Counter(
+    "evtopup_refund_requests_total",
+    "Operators' refund requests carried to the processor, by answer (accepted, refused, retry)",
+    ["integration", "result"],
+)
+MONEY_BACK_EVENTS = Counter(
+    "evtopup_money_back_events_total",
+    "Refund and dispute events applied, by outcome (e.g. refund_refunded, dispute_won, exceeds_charge)",
+    ["integration", "outcome"],
+)

@@ -17,7 +17,7 @@ from services.payments import domain, service, store
 from services.payments.domain import PollAction
 from services.payments.metrics import PAYMENTS_OLDEST_PENDING_AGE, PAYMENTS_POLLED
 from services.payments.periodic import run_every
-from services.payments.processors.base import ProcessorAdapter
+from services.payments.processors.base import AnyAdapter
 from shared.logging import get_logger
 from shared.metrics import PAYMENTS_PENDING
 from shared.settings import PaymentsSettings
@@ -28,7 +28,7 @@ log = get_logger(__name__)
 POLL_CONCURRENCY = 10
 
 
-async def poll_integration_once(pool: asyncpg.Pool, adapter: ProcessorAdapter, settings: PaymentsSettings) -> bool:
+async def poll_integration_once(pool: asyncpg.Pool, adapter: AnyAdapter, settings: PaymentsSettings) -> bool:
     """Poll one batch of the integration's due payments; True if the batch was full."""
     lease_s = domain.poll_lease_s(
         settings.poll_call_timeout_s, settings.poll_batch, POLL_CONCURRENCY, settings.poll_interval_s
@@ -48,7 +48,7 @@ async def poll_integration_once(pool: asyncpg.Pool, adapter: ProcessorAdapter, s
 
 
 async def _poll_payment(
-    pool: asyncpg.Pool, adapter: ProcessorAdapter, settings: PaymentsSettings, candidate: store.PollCandidate
+    pool: asyncpg.Pool, adapter: AnyAdapter, settings: PaymentsSettings, candidate: store.PollCandidate
 ) -> str:
     """Poll one payment; every error is caught and recorded here, so one payment (or one processor)
     in trouble never stops the others. Returns the result (a metrics label)."""
@@ -72,9 +72,14 @@ async def _poll_payment(
         if action is PollAction.EXPIRE_UNCONFIRMED:
             await service.expire_unconfirmed(pool, payment.id)
             return "expired_unconfirmed"
-        assert payment.processor_reference is not None
-        event = await asyncio.wait_for(adapter.fetch_status(payment.processor_reference), settings.poll_call_timeout_s)
-        await service.apply_processor_event(pool, payment.integration_id, event, None)
+        if action is PollAction.COMPLETE:
+            await asyncio.wait_for(service.complete_approved(pool, adapter, payment.ref), settings.poll_call_timeout_s)
+            await store.record_poll(pool, payment.id, payment.status, attempts=attempts, next_in_s=next_in_s)
+            return "completed"
+        event = await asyncio.wait_for(adapter.fetch_status(payment.ref), settings.poll_call_timeout_s)
+        await service.apply_processor_event(
+            pool, payment.integration_id, event, None, states_amount=adapter.capabilities.states_amount
+        )
         # Guarded by the status: a payment the answer moved has a fresh schedule already.
         await store.record_poll(pool, payment.id, payment.status, attempts=attempts, next_in_s=next_in_s)
         return "answered"
@@ -99,7 +104,7 @@ async def update_gauges(pool: asyncpg.Pool, integration_ids: list[str]) -> bool:
     return False
 
 
-async def run_poller(pool: asyncpg.Pool, adapters: dict[str, ProcessorAdapter], settings: PaymentsSettings) -> None:
+async def run_poller(pool: asyncpg.Pool, adapters: dict[str, AnyAdapter], settings: PaymentsSettings) -> None:
     loops = [
         run_every(
             f"poll_{integration_id}",

@@ -59,4 +59,7 @@ async def settle(
             else "the processor confirmed other terms than were charged; refunded after review"
         )
         await service.move_payment(conn, payment, new_status, reason, None)
+        if new_status is PaymentStatus.SUCCEEDED:
+            # A refund or chargeback that came while the payment was held applies now.
+            await store.look_again_at_events_of(conn, payment.id)
     return new_status

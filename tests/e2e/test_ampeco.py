@@ -143,9 +143,7 @@ async def deliveries(stack: Stack, where: str = "true", *args: Any) -> list[dict
     return [dict(row) for row in rows]
 
 
-async def test_a_top_up_is_credited_once_in_ampeco_with_the_exact_amount(
-    ampeco: AmpecoStack, driver: Driver
-) -> None:
+async def test_a_top_up_is_credited_once_in_ampeco_with_the_exact_amount(ampeco: AmpecoStack, driver: Driver) -> None:
     order_id = await topup(driver, 1001, "p25")
     body = await driver.wait_status("1001", order_id, "credited")
     assert credited_to(ampeco.sim, 1001, order_id) == [Decimal("26.50")]
@@ -411,8 +409,14 @@ async def test_soak_2000_top_ups_with_a_fifth_of_ampeco_calls_faulted(ampeco: Am
         sim.add_user(user_id, hide_balance=user_id in hidden)
     faults_before, notes_before = Counter(sim.fault_counts), Counter(sim.notification_fault_counts)
     sim.set_fault_mix(
-        {"hang_after_apply": 0.04, "reset_after_apply": 0.04, "error_5xx_before": 0.04, "error_5xx_after": 0.04,
-         "slow": 0.02, "rate_limited": 0.02},
+        {
+            "hang_after_apply": 0.04,
+            "reset_after_apply": 0.04,
+            "error_5xx_before": 0.04,
+            "error_5xx_after": 0.04,
+            "slow": 0.02,
+            "rate_limited": 0.02,
+        },
         seed=7,
     )
     sim.set_notification_fault_mix(
@@ -437,7 +441,8 @@ async def test_soak_2000_top_ups_with_a_fifth_of_ampeco_calls_faulted(ampeco: Am
         deadline = time.monotonic() + 400
         while True:
             rows = await fetch(
-                page_dsn, "SELECT count(*) AS n FROM orders WHERE id = ANY($1::uuid[]) AND status = 'credited'",
+                page_dsn,
+                "SELECT count(*) AS n FROM orders WHERE id = ANY($1::uuid[]) AND status = 'credited'",
                 [uuid.UUID(o) for o in orders],
             )
             if rows[0]["n"] == len(orders):
@@ -465,13 +470,17 @@ async def test_soak_2000_top_ups_with_a_fifth_of_ampeco_calls_faulted(ampeco: Am
         assert credited_to(sim, user_id, order_id) == [Decimal("10.00")], order_id
     balances = {
         r["user_id"]: r["balance_minor"]
-        for r in await fetch(dsn, "SELECT user_id, balance_minor FROM user_balances WHERE user_id = ANY($1::text[])",
-                             [str(u) for u in users])
+        for r in await fetch(
+            dsn,
+            "SELECT user_id, balance_minor FROM user_balances WHERE user_id = ANY($1::text[])",
+            [str(u) for u in users],
+        )
     }
     assert {str(u): int(sim.balance(u) * 100) for u in users} == balances
     assert sum(balances.values()) == 2000 * 1000
     settled = await fetch(
-        dsn, "SELECT settled_by, count(*) AS n FROM deliveries WHERE user_id = ANY($1::text[]) GROUP BY settled_by",
+        dsn,
+        "SELECT settled_by, count(*) AS n FROM deliveries WHERE user_id = ANY($1::text[]) GROUP BY settled_by",
         [str(u) for u in users],
     )
     not_applied = await fetch(

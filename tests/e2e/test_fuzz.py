@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.page.launch import encode_session, new_session
-from services.payments.processors.sandbox import sign_sandbox_payload
+from services.payments.processors.sandbox.adapter import sign_sandbox_payload
 from tests.e2e.raw_http import raw_request
 from tests.harness import ServiceProcess, Stack
 

@@ -63,18 +63,30 @@ async def scratch(stack: Stack) -> AsyncIterator[ScratchDb]:
         await db.drop_database(dsn)
 
 
-@pytest_asyncio.fixture
-async def crediting_scratch(stack: Stack) -> AsyncIterator[ScratchDb]:
-    """A crediting database of its own (shared + crediting migrations), so no running service competes."""
-    dsn = scratch_dsn(stack, "crediting")
+async def _service_scratch(stack: Stack, service: str) -> AsyncIterator[ScratchDb]:
+    dsn = scratch_dsn(stack, service)
     await db.ensure_database(dsn)
-    await db.migrate(dsn, migration_components("crediting"))
+    await db.migrate(dsn, migration_components(service))
     pool = await db.create_pool(dsn, 10)
     try:
         yield ScratchDb(dsn, pool)
     finally:
         await pool.close()
         await db.drop_database(dsn)
+
+
+@pytest_asyncio.fixture
+async def crediting_scratch(stack: Stack) -> AsyncIterator[ScratchDb]:
+    """A crediting database of its own (shared + crediting migrations), so no running service competes."""
+    async for scratch in _service_scratch(stack, "crediting"):
+        yield scratch
+
+
+@pytest_asyncio.fixture
+async def payments_scratch(stack: Stack) -> AsyncIterator[ScratchDb]:
+    """A payments database of its own (shared + payments migrations), so no running service competes."""
+    async for scratch in _service_scratch(stack, "payments"):
+        yield scratch
 
 
 @pytest_asyncio.fixture

@@ -193,6 +193,7 @@ async def test_without_the_inbox_a_handler_runs_on_every_delivery_and_records_no
         envelope = envelope_for(a_payment(), producer="test", correlation_id="c-no-inbox")
         await publish(broker, routing_key, envelope)
         await publish(broker, routing_key, envelope)  # the same message again, as a redelivery would be
+
         async def both_handled() -> bool:
             return len(seen) == 2
 

@@ -147,8 +147,7 @@ async def test_rows_a_dead_dispatcher_left_behind(setup: Setup) -> None:
         await asyncio.gather(task, return_exceptions=True)
         await client.close()
     rows = {
-        r["transfer_id"]: r
-        for r in await setup.pool.fetch("SELECT transfer_id, settled_by, attempts FROM deliveries")
+        r["transfer_id"]: r for r in await setup.pool.fetch("SELECT transfer_id, settled_by, attempts FROM deliveries")
     }
     # The sent one is never sent again: the balance (5.00 before, 15.00 now) shows it applied.
     assert (rows[sent_transfer]["settled_by"], rows[sent_transfer]["attempts"]) == ("balance", 1)
@@ -156,3 +155,68 @@ async def test_rows_a_dead_dispatcher_left_behind(setup: Setup) -> None:
     # The one never sent is simply sent.
     assert (rows[unsent_transfer]["settled_by"], rows[unsent_transfer]["attempts"]) == ("response", 2)
     assert setup.sim.balance(int(unsent_user)) == Decimal("10.00")
+
+
+async def test_a_chargeback_takes_only_what_the_ampeco_balance_holds_and_the_rest_is_owed(setup: Setup) -> None:
+    """The driver spent most of a top-up in AMPECO (the ledger mirrors only what we sent), then the
+    payment is charged back: AMPECO's balance is debited what it holds, never below zero, and the
+    rest is recorded as owed; a driver with nothing left is debited nothing at all."""
+    from services.crediting import service
+    from shared.messages import PaymentReversed
+
+    async with setup.pool.acquire() as conn, conn.transaction():
+        for user_id in (1, 2):
+            paid = PaymentSucceeded(
+                payment_id=uuid.uuid4(),
+                order_id=uuid.uuid4(),
+                user_id=str(user_id),
+                integration_id="sandbox_main",
+                processor="sandbox",
+                processor_reference="ref",
+                amount_minor=2500,
+                bonus_minor=0,
+                fee_minor=0,
+                currency="EUR",
+            )
+            topup = domain.topup_transfer(paid)
+            await store.record_transfer(conn, topup, "test")
+            reversed_ = PaymentReversed(
+                payment_id=paid.payment_id,
+                order_id=paid.order_id,
+                user_id=str(user_id),
+                integration_id="sandbox_main",
+                cause="dispute",
+                cause_id=f"du_{user_id}",
+                reversed_minor=2500,
+                reversed_before_minor=0,
+                amount_minor=2500,
+                bonus_minor=0,
+                fee_minor=0,
+                currency="EUR",
+            )
+            await service.post_payment_reversal(conn, setup.settings, reversed_, "production", "test")
+    setup.sim.add_user(1, Decimal("7.00"))  # spent 18.00 of the 25.00
+    setup.sim.add_user(2, Decimal("0.00"))  # spent all of it
+    client = AmpecoClient(setup.settings.csms, "EUR")
+    dispatcher = DeliveryDispatcher(setup.settings, setup.dsn, setup.pool, client)
+    task = asyncio.get_running_loop().create_task(dispatcher.run())
+    try:
+        await eventually(lambda: all_delivered(setup.pool), 30, "the chargebacks were not delivered")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+    assert (setup.sim.balance(1), setup.sim.balance(2)) == (Decimal("0.00"), Decimal("0.00"))
+    debits = [r for r in setup.sim.requests if r.method == "POST" and "apply-custom-fee" in r.path]
+    assert [r.path.rsplit("/", 2)[-2] for r in debits] == ["1"]
+    owed = {
+        row["account"]: row["s"]
+        for row in await setup.pool.fetch(
+            "SELECT account, sum(amount_minor) AS s FROM postings WHERE account LIKE 'receivable:%' GROUP BY 1"
+        )
+    }
+    assert owed == {domain.receivable_account("1"): -1800, domain.receivable_account("2"): -2500}
+    # The ledger mirrors what was sent to AMPECO (the top-up, less the debit it took), not what the
+    # driver spent there.
+    assert [await store.balance(setup.pool, str(u), "EUR") for u in (1, 2)] == [1800, 2500]
+    assert await setup.pool.fetchval("SELECT sum(amount_minor) FROM postings") == 0

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from services.crediting import consumers, domain, store
-from shared.messages import BadMessage, CreditApplied, Environment, envelope_for
+from shared.messages import BadMessage, CreditApplied, Environment, PaymentSucceeded, envelope_for
 from tests import factories
 from tests.harness import Stack
 from tests.integration.conftest import ScratchDb
@@ -183,7 +183,7 @@ async def test_many_transfers_keep_the_ledger_balanced_and_balances_equal_to_pos
 async def test_the_consumer_credits_once_and_dead_letters_a_conflicting_payment(
     ledger: asyncpg.Pool, stack: Stack
 ) -> None:
-    handler = consumers.payment_succeeded_handler(stack.settings)
+    handler = consumers.payment_event_handlers(stack.settings)[PaymentSucceeded]
     event = factories.payment_succeeded(
         payment_id=uuid.uuid4(), order_id=uuid.uuid4(), user_id="ledger-consumer", integration_id="sandbox_main"
     )

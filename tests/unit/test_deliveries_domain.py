@@ -82,9 +82,9 @@ def test_only_the_built_in_ledger_and_test_money_are_confirmed_in_the_ledger() -
 
 
 def test_a_user_id_the_csms_cannot_have_is_refused() -> None:
-    from shared.settings import IntegrationSettings
+    from services.payments.processors.sandbox.config import SandboxSettings
 
-    integration = IntegrationSettings.model_validate(
+    integration = SandboxSettings.model_validate(
         {"processor": "sandbox", "methods": ["card"], "api_key": "k" * 20, "webhook_secret": "w" * 20}
     )
     event = payment(user="driver-1")

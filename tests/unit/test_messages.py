@@ -78,6 +78,8 @@ def test_every_contract_is_registered_by_type_and_version() -> None:
         ("payment.succeeded", 1),
         ("payment.failed", 1),
         ("payment.needs_review", 1),
+        ("payment.reversed", 1),
+        ("payment.reversal_undone", 1),
         ("credit.applied", 1),
     }
     for (type_, version), contract in CONTRACTS.items():

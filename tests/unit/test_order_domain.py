@@ -18,8 +18,9 @@ from services.page.domain import (
     parse_major_amount,
     request_fingerprint,
 )
+from services.payments.processors.sandbox.config import SandboxSettings
 from shared.pricing import InvalidTopup, PricedTopup, price_topup
-from shared.settings import AmountSettings, Fee, IntegrationSettings, Package
+from shared.settings import AmountSettings, Fee, Package
 
 AMOUNTS = AmountSettings(
     min_minor=500,
@@ -31,7 +32,7 @@ AMOUNTS = AmountSettings(
     ],
 )
 PACKAGES_ONLY = AmountSettings(min_minor=500, max_minor=50000, custom_allowed=False, packages=AMOUNTS.packages)
-INTEGRATION = IntegrationSettings(
+INTEGRATION = SandboxSettings(
     processor="sandbox",
     methods=["card", "wallet", "bank"],
     fees={"wallet": Fee(fixed_minor=20, rate_bp=150), "bank": Fee(rate_bp=50)},

@@ -8,24 +8,30 @@ import itertools
 import pytest
 
 from services.payments.domain import (
+    PAYMENT_KINDS,
     TRANSITIONS,
     UNKNOWN_EVENT_MAX_AGE_S,
     UNKNOWN_EVENT_MAX_ATTEMPTS,
     Decision,
+    MoneyMove,
     PaymentStatus,
     PollAction,
+    ReturnDecision,
+    ReturnState,
     ReviewDecision,
     ReviewRefused,
     decide,
+    decide_return,
     doubling_backoff_s,
     next_announce_in_s,
     next_poll_in_s,
     next_reexamination_in_s,
     poll_action,
     poll_lease_s,
+    refundable_minor,
     settle_review,
 )
-from services.payments.processors.base import EventKind, ProcessorEvent
+from services.payments.processors.base import EventKind, PaymentRef, ProcessorEvent
 
 S = PaymentStatus
 K = EventKind
@@ -38,7 +44,7 @@ def event(
 ) -> ProcessorEvent:
     return ProcessorEvent(
         event_id=f"evt_{kind}",
-        processor_reference="chk_1",
+        payment=PaymentRef(processor_reference="chk_1"),
         kind=kind,
         amount_minor=amount,
         currency=currency,
@@ -76,11 +82,24 @@ EXPECTED: dict[tuple[PaymentStatus, EventKind], PaymentStatus | None] = {
     (S.REJECTED, K.SUCCEEDED): None,
     (S.REJECTED, K.FAILED): None,
     (S.REJECTED, K.EXPIRED): None,
+    # Approved by the driver, to be completed by us (PayPal's capture).
+    (S.CREATED, K.APPROVED): S.APPROVED,
+    (S.PENDING, K.APPROVED): S.APPROVED,
+    (S.APPROVED, K.PENDING): None,
+    (S.APPROVED, K.APPROVED): None,
+    (S.APPROVED, K.SUCCEEDED): S.SUCCEEDED,
+    (S.APPROVED, K.FAILED): S.FAILED,
+    (S.APPROVED, K.EXPIRED): S.EXPIRED,
+    (S.SUCCEEDED, K.APPROVED): None,
+    (S.FAILED, K.APPROVED): None,
+    (S.EXPIRED, K.APPROVED): None,
+    (S.NEEDS_REVIEW, K.APPROVED): None,
+    (S.REJECTED, K.APPROVED): None,
 }
 
 
 def test_table_covers_every_pair() -> None:
-    assert set(EXPECTED) == set(itertools.product(PaymentStatus, EventKind))
+    assert set(EXPECTED) == set(itertools.product(PaymentStatus, PAYMENT_KINDS))
 
 
 @pytest.mark.parametrize(("status", "kind"), list(EXPECTED), ids=lambda v: str(v))
@@ -93,7 +112,7 @@ def test_transitions_table_agrees() -> None:
         assert TRANSITIONS.get((status, kind)) == target
 
 
-@pytest.mark.parametrize("kind", list(EventKind))
+@pytest.mark.parametrize("kind", sorted(PAYMENT_KINDS))
 def test_succeeded_is_never_left(kind: EventKind) -> None:
     # Not even by a mismatching event: a succeeded payment has been credited.
     for amount, currency in [(CHARGE, CURRENCY), (1, CURRENCY), (CHARGE, "USD"), (None, None)]:
@@ -109,7 +128,7 @@ def test_late_success_after_failure_counts(status: PaymentStatus) -> None:
 @pytest.mark.parametrize("kind", [K.FAILED, K.EXPIRED])
 def test_failure_never_overrides_a_final_state(status: PaymentStatus, kind: EventKind) -> None:
     decision = decide(status, CHARGE, CURRENCY, event(kind))
-    if status in (S.CREATED, S.PENDING):
+    if status in (S.CREATED, S.PENDING, S.APPROVED):
         assert decision.new_status == (S.FAILED if kind is K.FAILED else S.EXPIRED)
     else:
         assert decision.new_status is None
@@ -290,3 +309,78 @@ def test_only_a_payment_held_for_review_can_be_settled(status: PaymentStatus, de
 @pytest.mark.parametrize("kind", list(K))
 def test_a_rejected_payment_never_moves_again(kind: EventKind) -> None:
     assert decide(S.REJECTED, CHARGE, CURRENCY, event(kind)) == Decision(None)
+
+
+# --- money coming back: refunds and disputes ------------------------------------------------------
+
+R = ReturnState
+MOVE = MoneyMove
+
+
+@pytest.mark.parametrize(
+    ("current", "debited", "kind", "expected"),
+    [
+        # A refund: taken once, given back once if it fails after all; a failed refund stays failed.
+        (None, False, K.REFUNDED, ReturnDecision(R.REFUNDED, MOVE.TAKE)),
+        (R.REFUNDED, True, K.REFUNDED, ReturnDecision(None)),
+        (R.REFUNDED, True, K.REFUND_FAILED, ReturnDecision(R.REFUND_FAILED, MOVE.GIVE_BACK)),
+        (R.REFUND_FAILED, False, K.REFUND_FAILED, ReturnDecision(None)),
+        (R.REFUND_FAILED, False, K.REFUNDED, ReturnDecision(None)),
+        (None, False, K.REFUND_FAILED, ReturnDecision(R.REFUND_FAILED)),
+        # A dispute: the money is withdrawn when it opens, given back when won, kept when lost.
+        (None, False, K.DISPUTE_OPENED, ReturnDecision(R.OPENED, MOVE.TAKE)),
+        (R.OPENED, True, K.DISPUTE_OPENED, ReturnDecision(None)),
+        (R.OPENED, True, K.DISPUTE_WON, ReturnDecision(R.WON, MOVE.GIVE_BACK)),
+        (R.OPENED, True, K.DISPUTE_LOST, ReturnDecision(R.LOST)),
+        (None, False, K.DISPUTE_LOST, ReturnDecision(R.LOST, MOVE.TAKE)),
+        (None, False, K.DISPUTE_WON, ReturnDecision(R.WON)),
+        (R.WON, False, K.DISPUTE_OPENED, ReturnDecision(None)),
+        (R.LOST, True, K.DISPUTE_OPENED, ReturnDecision(None)),
+        (R.LOST, True, K.DISPUTE_LOST, ReturnDecision(None)),
+        (R.LOST, True, K.DISPUTE_WON, ReturnDecision(R.WON, MOVE.GIVE_BACK)),
+        # Charged back again after it was won (Adyen's second chargeback): taken again.
+        (R.WON, False, K.DISPUTE_LOST, ReturnDecision(R.LOST, MOVE.TAKE)),
+    ],
+)
+def test_each_refund_and_dispute_moves_money_at_most_once_per_change(
+    current: ReturnState | None, debited: bool, kind: EventKind, expected: ReturnDecision
+) -> None:
+    assert decide_return(current, debited, kind) == expected
+
+
+@pytest.mark.parametrize("kinds", list(itertools.permutations([K.DISPUTE_OPENED, K.DISPUTE_LOST, K.DISPUTE_LOST])))
+def test_a_lost_dispute_takes_the_money_once_in_any_order(kinds: tuple[EventKind, ...]) -> None:
+    state, debited, takes = None, False, 0
+    for kind in kinds:
+        decision = decide_return(state, debited, kind)
+        if decision.new_state is not None:
+            state = decision.new_state
+        if decision.move is MoneyMove.TAKE:
+            takes, debited = takes + 1, True
+        assert decision.move is not MoneyMove.GIVE_BACK
+    assert (state, debited, takes) == (R.LOST, True, 1)
+
+
+def test_a_won_dispute_ends_with_the_money_back_whatever_came_first() -> None:
+    for kinds in itertools.permutations([K.DISPUTE_OPENED, K.DISPUTE_WON]):
+        state, debited = None, False
+        for kind in kinds:
+            decision = decide_return(state, debited, kind)
+            state = decision.new_state or state
+            if decision.move is not None:
+                debited = decision.move is MoneyMove.TAKE
+        assert (state, debited) == (R.WON, False)
+
+
+@pytest.mark.parametrize(
+    ("charge", "returned", "open_requests", "expected"),
+    [(1000, 0, 0, 1000), (1000, 300, 200, 500), (1000, 900, 200, 0)],
+)
+def test_refundable_is_what_is_neither_returned_nor_asked_for(
+    charge: int, returned: int, open_requests: int, expected: int
+) -> None:
+    assert refundable_minor(charge, returned, open_requests) == expected
+
+
+def test_an_approved_payment_is_completed_by_the_poller() -> None:
+    assert poll_action(S.APPROVED, True, 0.0, 3600.0, 3600.0) is PollAction.COMPLETE

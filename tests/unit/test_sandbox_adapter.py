@@ -1,8 +1,9 @@
-"""services/payments/processors/sandbox.py: webhook signatures (checked against a vector computed
+"""services/payments/processors/sandbox/adapter.py: webhook signatures (checked against a vector computed
 independently with openssl) and the normalization of webhook bodies."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, cast
 
@@ -10,14 +11,23 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from services.payments.processors.base import EventKind, InvalidSignature, MalformedWebhook, ProcessorEvent
-from services.payments.processors.sandbox import (
+from services.payments.processors.base import (
+    EventKind,
+    InvalidSignature,
+    MalformedWebhook,
+    PaymentRef,
+    ProcessorEvent,
+    WebhookRequest,
+)
+from services.payments.processors.sandbox.adapter import (
     SIGNATURE_HEADER,
     SandboxAdapter,
+    parse_sandbox_webhook,
     sign_sandbox_payload,
     verify_sandbox_signature,
 )
-from shared.settings import IntegrationSettings, ServiceSettings
+from services.payments.processors.sandbox.config import SandboxSettings
+from shared.settings import ServiceSettings
 from tests.simulators.sandbox import signature_header, webhook_body
 
 # printf '1700000000.{"id":"evt_1"}' | openssl dgst -sha256 -hmac whsec_test_0123456789
@@ -234,7 +244,7 @@ def test_rotation_with_two_secrets() -> None:
 
 @pytest.fixture
 def adapter() -> SandboxAdapter:
-    integration = IntegrationSettings(
+    integration = SandboxSettings(
         processor="sandbox",
         methods=["card", "wallet"],
         api_key=SecretStr("sk_test_0123456789abcdef"),
@@ -255,15 +265,20 @@ def webhook(type_: str = "checkout.succeeded", **data_overrides: Any) -> dict[st
 
 
 def parse(adapter: SandboxAdapter, payload: Any) -> list[ProcessorEvent]:
-    return adapter.parse_webhook({}, json.dumps(payload).encode())
+    return parse_sandbox_webhook(json.dumps(payload).encode())
+
+
+def verify(adapter: SandboxAdapter, headers: dict[str, str], body: bytes, now_s: float) -> None:
+    request = WebhookRequest("POST", "/webhooks/sandbox_demo", {}, headers, body, "127.0.0.1", now_s)
+    asyncio.run(adapter.verify_webhook(request))
 
 
 def test_adapter_verifies_with_its_webhook_secret(adapter: SandboxAdapter) -> None:
-    adapter.verify_webhook({SIGNATURE_HEADER: HEADER}, BODY, NOW)
+    verify(adapter, {SIGNATURE_HEADER: HEADER}, BODY, NOW)
     with pytest.raises(InvalidSignature):
-        adapter.verify_webhook({SIGNATURE_HEADER: HEADER}, BODY + b" ", NOW)
+        verify(adapter, {SIGNATURE_HEADER: HEADER}, BODY + b" ", NOW)
     with pytest.raises(InvalidSignature, match="missing"):
-        adapter.verify_webhook({}, BODY, NOW)
+        verify(adapter, {}, BODY, NOW)
 
 
 @pytest.mark.parametrize(
@@ -279,7 +294,7 @@ def test_parse_normalizes_events(adapter: SandboxAdapter, type_: str, kind: Even
     assert events == [
         ProcessorEvent(
             event_id="evt_1",
-            processor_reference="chk_abc",
+            payment=PaymentRef(processor_reference="chk_abc"),
             kind=kind,
             amount_minor=2558,
             currency="EUR",
@@ -309,7 +324,7 @@ def test_parse_ignores_unknown_fields(adapter: SandboxAdapter) -> None:
 @pytest.mark.parametrize("body", [b"", b"not json", b"{", b"\xff"])
 def test_parse_refuses_non_json(adapter: SandboxAdapter, body: bytes) -> None:
     with pytest.raises(MalformedWebhook, match="not JSON"):
-        adapter.parse_webhook({}, body)
+        parse_sandbox_webhook(body)
 
 
 @pytest.mark.parametrize("payload", [[webhook()], "checkout.succeeded", 42, None])
@@ -337,7 +352,7 @@ def test_malformed_webhook_messages_say_exactly_what_is_wrong(
     adapter: SandboxAdapter, body: bytes, message: str
 ) -> None:
     with pytest.raises(MalformedWebhook) as info:
-        adapter.parse_webhook({}, body)
+        parse_sandbox_webhook(body)
     assert str(info.value) == message
 
 
@@ -400,7 +415,7 @@ def test_parse_refuses_bad_reference_or_currency(adapter: SandboxAdapter, field:
 
 def test_simulator_body_parses_and_verifies(adapter: SandboxAdapter) -> None:
     body = webhook_body("chk_sim", "expired", 1000, "EUR", event_id="evt_sim")
-    adapter.verify_webhook({SIGNATURE_HEADER: signature_header(SECRET, body, NOW)}, body, NOW)
-    assert adapter.parse_webhook({}, body) == [
-        ProcessorEvent("evt_sim", "chk_sim", EventKind.EXPIRED, 1000, "EUR", None)
+    verify(adapter, {SIGNATURE_HEADER: signature_header(SECRET, body, NOW)}, body, NOW)
+    assert parse_sandbox_webhook(body) == [
+        ProcessorEvent("evt_sim", PaymentRef(processor_reference="chk_sim"), EventKind.EXPIRED, 1000, "EUR", None)
     ]

@@ -330,7 +330,7 @@ def test_missing_section(tmp_path: Path) -> None:
         ({"EVTOPUP__DATABASES__PAGE": "mysql://x/y"}, "databases.page"),
         ({"EVTOPUP__CSMS__KIND": "unknown"}, "csms.kind"),
         ({"EVTOPUP__OPERATOR__UNKNOWN_KEY": "x"}, "operator.unknown_key"),
-        ({"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__PROCESSOR": "stripe"}, "integrations.sandbox_demo.processor"),
+        ({"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__PROCESSOR": "worldpay"}, "integrations.sandbox_demo.processor"),
         ({"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__METHODS": "[]"}, "integrations.sandbox_demo.methods"),
         (
             {"EVTOPUP__INTEGRATIONS__SANDBOX_DEMO__FEES": '{"wallet": {"rate_bp": 10001}}'},

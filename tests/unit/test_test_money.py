@@ -15,12 +15,12 @@ from services.crediting.domain import (
     topup_transfer,
     user_account,
 )
-from shared.settings import IntegrationSettings
+from services.payments.processors.sandbox.config import SandboxSettings
 from tests.factories import payment_succeeded as paid
 
 
-def integration(environment: Literal["production", "test"], test_users: list[str] | None = None) -> IntegrationSettings:
-    return IntegrationSettings(
+def integration(environment: Literal["production", "test"], test_users: list[str] | None = None) -> SandboxSettings:
+    return SandboxSettings(
         processor="sandbox",
         environment=environment,
         methods=["card"],

@@ -1,17 +1,36 @@
-"""Processor adapters, one per file, registered here by the ``processor`` name used in the config."""
+"""Processor adapters, one package each (``services/payments/processors/<name>/``), registered here by
+the one line that names the package. Each package exports its adapter class as ``Adapter``; the
+adapter's ``name`` is the ``processor`` value of ``[integrations.<id>]``."""
 
 from __future__ import annotations
 
+import importlib
+
 import aiohttp
 
-from services.payments.processors.base import ProcessorAdapter
-from services.payments.processors.sandbox import SandboxAdapter
+from services.payments.processors.base import AnyAdapter
 from shared.settings import Settings
 
-ADAPTERS: dict[str, type[ProcessorAdapter]] = {SandboxAdapter.name: SandboxAdapter}
+PROCESSOR_PACKAGES = (
+    "sandbox",
+    "adyen",
+    "mpesa",
+    "paypal",
+    "stripe",
+)
 
 
-def build_adapters(settings: Settings, http: aiohttp.ClientSession) -> dict[str, ProcessorAdapter]:
+def _adapter_of(package: str) -> type[AnyAdapter]:
+    adapter: type[AnyAdapter] = importlib.import_module(f"{__name__}.{package}").Adapter
+    return adapter
+
+
+ADAPTERS: dict[str, type[AnyAdapter]] = {
+    adapter.name: adapter for adapter in (_adapter_of(package) for package in PROCESSOR_PACKAGES)
+}
+
+
+def build_adapters(settings: Settings, http: aiohttp.ClientSession) -> dict[str, AnyAdapter]:
     """One adapter per configured integration, keyed by integration id."""
     return {
         integration_id: ADAPTERS[integration.processor](integration_id, integration, settings.services, http)

@@ -1,16 +1,29 @@
-"""The one interface every processor adapter implements, and the normalized types it speaks.
+"""The one interface every processor adapter implements (version 2), and the normalized types it speaks.
 
 An adapter converts at the edge: amounts in and out are integer minor units plus currency, whatever
-the processor's wire format. Signature checks are pure and run on the raw request bytes."""
+the processor's wire format (minor-unit integers, decimal strings, whole shillings). Everything a
+processor does lives in its own package under ``services/payments/processors/<name>/``: its typed
+configuration, wire types, client and webhook checks; the package registers one adapter class.
+
+Shapes the interface has to carry, because processors differ:
+- Verification is async and sees the whole request (method, path, query, headers, raw body, peer):
+  PayPal verifies through an API call, M-Pesa signs nothing (its callback is confirmed by querying
+  M-Pesa), Adyen signs fields of each item of a batch, Stripe signs the raw body with a timestamp.
+- A checkout's next step is a redirect, or a prompt on the driver's phone (M-Pesa's STK push).
+- A payment is found by the reference we gave the processor as it echoes it back, or by one of the
+  processor's ids (a payment may gain ids as it goes: Stripe's payment intent, PayPal's capture).
+- Some processors need a second call once the driver approved (PayPal's capture).
+- Money can come back: refunds (several, partial) and disputes (opened, won, lost)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import aiohttp
 
@@ -18,39 +31,164 @@ from shared.settings import IntegrationSettings, ServiceSettings
 
 
 class EventKind(StrEnum):
-    PENDING = "pending"
-    SUCCEEDED = "succeeded"
+    PENDING = "pending"  # the driver is paying (or the checkout exists)
+    APPROVED = "approved"  # the driver approved; we must complete it (capture) before it is paid
+    SUCCEEDED = "succeeded"  # the processor holds the money
     FAILED = "failed"
     EXPIRED = "expired"
+    REFUNDED = "refunded"  # one refund (full or partial) is confirmed: money went back to the driver
+    REFUND_FAILED = "refund_failed"  # a refund confirmed earlier did not go through after all
+    DISPUTE_OPENED = "dispute_opened"  # a chargeback: the processor has withdrawn the amount
+    DISPUTE_WON = "dispute_won"  # the operator won: the amount is returned
+    DISPUTE_LOST = "dispute_lost"  # the driver won: the amount stays withdrawn
+
+
+MONEY_BACK = frozenset({EventKind.REFUNDED, EventKind.REFUND_FAILED})
+DISPUTES = frozenset({EventKind.DISPUTE_OPENED, EventKind.DISPUTE_WON, EventKind.DISPUTE_LOST})
+
+
+@dataclass(frozen=True)
+class PaymentRef:
+    """How an event (or a status answer) names its payment: ``merchant_reference`` is the reference we
+    gave the processor (``CheckoutRequest.reference``) as it echoes it back; ``processor_reference``
+    is the id the processor returned at checkout (``Checkout.processor_reference``); ``ids`` are more
+    ids of the same payment the processor uses in later events (e.g. ``{"payment_intent": "pi_…"}``,
+    ``{"capture": "…"}``), which payments remembers, so any of them finds the payment later."""
+
+    merchant_reference: str | None = None
+    processor_reference: str | None = None
+    ids: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ProcessorEvent:
-    """A processor's statement about one payment, normalized."""
+    """A processor's statement about one payment, normalized.
 
-    event_id: str  # unique per integration: the deduplication key
-    processor_reference: str
+    ``event_id`` is the deduplication key, unique per integration: the same statement delivered again
+    has the same id; a different statement has a different one. ``amount_minor``/``currency``: for
+    payment kinds the amount charged; for refunds and disputes the amount of that refund or dispute.
+    ``cause_id``: the processor's id of the refund or dispute (required for those kinds)."""
+
+    event_id: str
+    payment: PaymentRef
     kind: EventKind
     amount_minor: int | None
     currency: str | None
     reason: str | None = None
+    cause_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """The whole request a processor sent to ``POST /webhooks/{integration_id}``, untouched."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive (a CIMultiDictProxy at runtime)
+    body: bytes
+    peer: str | None
+    received_at_s: float
+
+
+@dataclass(frozen=True)
+class WebhookAck:
+    """What the processor must read back to stop retrying (Adyen: ``[accepted]``; Daraja: JSON)."""
+
+    status: int = 200
+    body: bytes = b'{"received":true}'
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True)
 class CheckoutRequest:
     payment_id: uuid.UUID
     order_id: uuid.UUID
+    reference: str  # what the processor echoes back (``PaymentRef.merchant_reference``): str(payment_id)
     amount_minor: int  # what the driver is charged
     currency: str
     method: str
-    return_url: str
+    return_url: str  # where the driver comes back to after a redirect
+    webhook_url: str  # POST /webhooks/{integration_id} on payments' public URL (M-Pesa's CallBackURL)
     description: str
+    locale: str | None = None
+    phone: str | None = None  # E.164 digits without "+", for processors that prompt the driver's phone
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Send the driver to the processor's hosted page."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class PhonePrompt:
+    """The processor prompted the driver's phone; the page says "approve on your phone" and follows
+    the payment's status."""
+
+    message: str  # the processor's words to the driver, for the log; the page speaks its own
+
+
+NextStep = Redirect | PhonePrompt
 
 
 @dataclass(frozen=True)
 class Checkout:
     processor_reference: str
-    redirect_url: str
+    next_step: NextStep
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    payment: PaymentRef  # every id payments knows of the payment
+    refund_key: str  # ours, unique per refund request: the processor's idempotency key where it has one
+    amount_minor: int  # of the amount charged
+    currency: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RefundAccepted:
+    """The processor took the refund request. The ledger moves only on its confirmation (an event)."""
+
+    refund_id: str
+    status: str  # the processor's word (pending, succeeded, …), for the operator
+
+
+class WebhookAuth(StrEnum):
+    BODY_HMAC = "body_hmac"  # an HMAC over the raw body (Stripe, with a signed timestamp)
+    FIELD_HMAC = "field_hmac"  # an HMAC over fields of each notification item (Adyen)
+    VERIFICATION_API = "verification_api"  # the processor's API says whether it sent it (PayPal)
+    STATUS_QUERY = "status_query"  # nothing signed: the payment is queried and the answer is believed (M-Pesa)
+
+
+class NextStepKind(StrEnum):
+    REDIRECT = "redirect"
+    PHONE_PROMPT = "phone_prompt"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    next_step: NextStepKind
+    webhook_auth: WebhookAuth
+    refunds: bool
+    partial_refunds: bool
+    disputes: bool
+    status_lookup: bool
+    # Seconds a signed webhook timestamp may be old; None when the processor signs no time (a replay
+    # is then only a duplicate, which the event id catches).
+    replay_window_s: int | None
+    # Whether the processor makes a retried create return the first one (an idempotency key, or a
+    # lookup by our reference). When it does not (M-Pesa), a create whose answer was lost is never
+    # sent again for that payment: the driver starts a new top-up instead.
+    create_is_idempotent: bool
+    # How, in words (for the README and the operator).
+    create_idempotency: str
+    # Whether the processor vouches for the amounts it states (signed webhooks, status lookups). M-Pesa
+    # does not: its query has no amount and its callback is unsigned; its push fixed the amount, which
+    # the driver cannot change, so a confirmed success means paid what we asked for.
+    states_amount: bool = True
 
 
 class InvalidSignature(Exception):
@@ -58,22 +196,31 @@ class InvalidSignature(Exception):
 
 
 class MalformedWebhook(Exception):
-    """Signed, but not a shape we can read: 400 so the processor's dashboard shows it."""
+    """Authentic (or unauthenticated by design), but not a shape we can read: 400."""
 
 
 class ProcessorUnavailable(Exception):
-    """The processor could not be reached or answered with an error; safe to retry."""
+    """The processor could not be reached or answered with an error; safe to retry. Its text goes to
+    logs and the payment row: it never carries a credential or a request's headers."""
 
 
-class ProcessorAdapter(ABC):
+class ProcessorRefused(Exception):
+    """The processor refused the request for good (e.g. a refund larger than what is left)."""
+
+
+ConfigT = TypeVar("ConfigT", bound=IntegrationSettings)
+
+
+class ProcessorAdapter(ABC, Generic[ConfigT]):
+    """One processor. ``config_type`` is the processor's own configuration (``[integrations.<id>]``),
+    with its credentials named in the processor's words and typed as secrets."""
+
     name: ClassVar[str]
+    config_type: ClassVar[type[IntegrationSettings]]
+    capabilities: ClassVar[Capabilities]
 
     def __init__(
-        self,
-        integration_id: str,
-        settings: IntegrationSettings,
-        services: ServiceSettings,
-        http: aiohttp.ClientSession,
+        self, integration_id: str, settings: ConfigT, services: ServiceSettings, http: aiohttp.ClientSession
     ) -> None:
         self.integration_id = integration_id
         self.settings = settings
@@ -82,16 +229,67 @@ class ProcessorAdapter(ABC):
 
     @abstractmethod
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
-        """Create the payment at the processor, idempotently on ``request.payment_id``."""
+        """Create the payment at the processor. A retry with the same request must not charge twice
+        (see ``capabilities.create_idempotency``)."""
 
     @abstractmethod
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now_s: float) -> None:
-        """Raise :class:`InvalidSignature` unless the raw ``body`` is signed by the processor."""
+    async def verify_webhook(self, request: WebhookRequest) -> None:
+        """Raise :class:`InvalidSignature` unless the request provably comes from the processor (or,
+        for a processor that signs nothing, unless what it says is confirmed by the processor)."""
 
     @abstractmethod
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[ProcessorEvent]:
-        """The normalized events in a verified webhook; :class:`MalformedWebhook` if unreadable."""
+    async def parse_webhook(self, request: WebhookRequest) -> list[ProcessorEvent]:
+        """The normalized events of a verified webhook (none for events we do not act on);
+        :class:`MalformedWebhook` if unreadable."""
+
+    def webhook_ack(self) -> WebhookAck:
+        return WebhookAck()
+
+    def stored_body(self, body: bytes) -> bytes:
+        """The webhook body as kept for audit (``processor_events.body``): what a processor sends about
+        the driver that we must not keep (M-Pesa: the phone number) left out."""
+        return body
 
     @abstractmethod
-    async def fetch_status(self, processor_reference: str) -> ProcessorEvent:
-        """Ask the processor where a payment stands: heals lost webhooks."""
+    async def fetch_status(self, payment: PaymentRef) -> ProcessorEvent:
+        """Ask the processor where a payment stands (heals lost webhooks). ``event_id`` is
+        ``poll:<reference>:<kind>`` so that repeated answers are one event."""
+
+    async def complete_payment(self, payment: PaymentRef, amount_minor: int, currency: str) -> ProcessorEvent:
+        """Finish a payment the driver approved (PayPal's capture), idempotently. Only processors whose
+        events include ``APPROVED`` implement it."""
+        raise ProcessorRefused(f"{self.name} payments need no completion")
+
+    async def refund(self, request: RefundRequest) -> RefundAccepted:
+        """Ask the processor to refund, idempotently on ``request.refund_key``."""
+        raise ProcessorRefused(f"{self.name} cannot refund through its API")
+
+
+# An adapter of whichever processor, as the payments service holds them.
+AnyAdapter = ProcessorAdapter[Any]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any  # the JSON answer; None when there is none or it is not JSON
+
+
+async def send_request(
+    http: aiohttp.ClientSession, what: str, method: str, url: str, *, timeout_s: float, **request: Any
+) -> Answer:
+    """One call to a processor's API, whatever it answers. A transport failure (refused, reset,
+    timed out) is :class:`ProcessorUnavailable` naming only ``what`` and the exception's kind: an
+    aiohttp error's repr carries the request's headers, and with them the credentials, into logs,
+    the payment row and the page's RPC error."""
+    try:
+        async with http.request(method, url, timeout=aiohttp.ClientTimeout(total=timeout_s), **request) as response:
+            status = response.status
+            raw = await response.read()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise ProcessorUnavailable(f"{what} failed: {type(exc).__name__}") from None
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        body = None
+    return Answer(status, body)

@@ -1,4 +1,4 @@
-"""The built-in sandbox processor: the *remote* side that ``processors/sandbox.py`` talks to, served
+"""The built-in sandbox processor: the *remote* side that ``adapter.py`` talks to, served
 under ``/sandbox/`` so that a demo or a test pays without any third party. It behaves like a real
 processor: an authenticated, idempotent checkout API, a hosted page with Pay and Decline, and signed
 webhooks delivered over real HTTP with retries (at least once; a webhook whose retries all fail is
@@ -18,7 +18,8 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from services.payments.processors.sandbox import SIGNATURE_HEADER, sign_sandbox_payload
+from services.payments.processors.sandbox.adapter import SIGNATURE_HEADER, sign_sandbox_payload
+from services.payments.processors.sandbox.config import SandboxSettings
 from shared.http import Problem, json_response, read_form, read_json_object
 from shared.logging import get_logger
 from shared.money import MoneyError, currency_exponent, require_minor, to_major
@@ -50,7 +51,7 @@ class SandboxProcessor:
     def _integration_for_key(self, request: web.Request) -> str:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
         for integration_id, integration in self.settings.integrations.items():
-            if integration.processor == "sandbox" and hmac.compare_digest(
+            if isinstance(integration, SandboxSettings) and hmac.compare_digest(
                 given, integration.api_key.get_secret_value().encode()
             ):
                 return integration_id
@@ -186,6 +187,7 @@ class SandboxProcessor:
 
     async def deliver_webhook(self, row: asyncpg.Record) -> None:
         integration = self.settings.integrations[row["integration_id"]]
+        assert isinstance(integration, SandboxSettings)
         url = f"{self.settings.services.payments_internal_url.rstrip('/')}/webhooks/{row['integration_id']}"
         body = self.webhook_body(row)
         backoff_s = WEBHOOK_FIRST_BACKOFF_S

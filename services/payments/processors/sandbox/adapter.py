@@ -1,6 +1,6 @@
 """Adapter for the built-in sandbox processor.
 
-Wire format (what ``services/payments/sandbox_processor.py`` implements on the processor side):
+Wire format (what ``hosted.py`` implements on the processor side):
 - ``POST {api}/sandbox/api/v1/checkouts`` with ``Authorization: Bearer <api_key>`` and
   ``Idempotency-Key``; JSON ``{"amount_minor", "currency", "method", "return_url", "metadata"}``;
   201 ``{"reference", "hosted_url", "status"}``. The same key returns the same checkout.
@@ -20,18 +20,24 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from services.payments.processors.base import (
+    Capabilities,
     Checkout,
     CheckoutRequest,
     EventKind,
     InvalidSignature,
     MalformedWebhook,
+    NextStepKind,
+    PaymentRef,
     ProcessorAdapter,
     ProcessorEvent,
     ProcessorUnavailable,
+    Redirect,
+    WebhookAuth,
+    WebhookRequest,
+    send_request,
 )
+from services.payments.processors.sandbox.config import SandboxSettings
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 TOLERANCE_S = 300
@@ -85,8 +91,20 @@ def _require(data: Mapping[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-class SandboxAdapter(ProcessorAdapter):
+class SandboxAdapter(ProcessorAdapter[SandboxSettings]):
     name = "sandbox"
+    config_type = SandboxSettings
+    capabilities = Capabilities(
+        next_step=NextStepKind.REDIRECT,
+        webhook_auth=WebhookAuth.BODY_HMAC,
+        refunds=False,
+        partial_refunds=False,
+        disputes=False,
+        status_lookup=True,
+        replay_window_s=TOLERANCE_S,
+        create_is_idempotent=True,
+        create_idempotency="Idempotency-Key: the payment id; the same key returns the same checkout",
+    )
 
     @property
     def _api_base(self) -> str:
@@ -97,21 +115,15 @@ class SandboxAdapter(ProcessorAdapter):
         return {"Authorization": f"Bearer {self.settings.api_key.get_secret_value()}"}
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            async with self.http.request(
-                method,
-                f"{self._api_base}{path}",
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-                **kwargs,
-            ) as response:
-                if response.status >= 300:
-                    raise ProcessorUnavailable(f"sandbox answered {response.status} to {method} {path}")
-                body: dict[str, Any] = await response.json()
-                return body
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            # Only the exception's kind: an aiohttp error's repr carries the request's headers, and
-            # with them the API key, into logs, the payment row and the page's RPC error.
-            raise ProcessorUnavailable(f"sandbox {method} {path} failed: {type(exc).__name__}") from None
+        what = f"sandbox {method} {path}"
+        answer = await send_request(
+            self.http, what, method, f"{self._api_base}{path}", timeout_s=REQUEST_TIMEOUT_S, **kwargs
+        )
+        if answer.status >= 300:
+            raise ProcessorUnavailable(f"sandbox answered {answer.status} to {method} {path}")
+        if not isinstance(answer.body, dict):
+            raise ProcessorUnavailable(f"{what} failed: the answer is not a JSON object")
+        return answer.body
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         body = await self._call(
@@ -126,45 +138,56 @@ class SandboxAdapter(ProcessorAdapter):
             },
             headers={**self._auth, "Idempotency-Key": str(request.payment_id)},
         )
-        return Checkout(processor_reference=str(body["reference"]), redirect_url=str(body["hosted_url"]))
+        return Checkout(processor_reference=str(body["reference"]), next_step=Redirect(str(body["hosted_url"])))
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now_s: float) -> None:
+    async def verify_webhook(self, request: WebhookRequest) -> None:
         verify_sandbox_signature(
-            self.settings.webhook_secret.get_secret_value(), headers.get(SIGNATURE_HEADER), body, now_s
+            self.settings.webhook_secret.get_secret_value(),
+            request.headers.get(SIGNATURE_HEADER),
+            request.body,
+            request.received_at_s,
         )
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[ProcessorEvent]:
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise MalformedWebhook("body is not JSON") from None
-        if not isinstance(payload, dict):
-            raise MalformedWebhook("body must be a JSON object")
-        event_type = payload.get("type")
-        kind = EVENT_KINDS.get(event_type) if isinstance(event_type, str) else None
-        if kind is None:
-            raise MalformedWebhook(f"unknown event type {payload.get('type')!r}")
-        data = _require(payload, "data", dict)
-        return [
-            ProcessorEvent(
-                event_id=_require(payload, "id", str),
-                processor_reference=_require(data, "reference", str),
-                kind=kind,
-                amount_minor=_require(data, "amount_minor", int),
-                currency=_require(data, "currency", str),
-                reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
-            )
-        ]
+    async def parse_webhook(self, request: WebhookRequest) -> list[ProcessorEvent]:
+        return parse_sandbox_webhook(request.body)
 
-    async def fetch_status(self, processor_reference: str) -> ProcessorEvent:
-        body = await self._call("GET", f"/sandbox/api/v1/checkouts/{processor_reference}", headers=self._auth)
+    async def fetch_status(self, payment: PaymentRef) -> ProcessorEvent:
+        reference = payment.processor_reference
+        if reference is None:
+            raise ProcessorUnavailable("sandbox payments are looked up by their reference")
+        body = await self._call("GET", f"/sandbox/api/v1/checkouts/{reference}", headers=self._auth)
         kind = STATUS_KINDS.get(str(body.get("status")))
         if kind is None:
             raise ProcessorUnavailable(f"sandbox reported unknown status {body.get('status')!r}")
         return ProcessorEvent(
-            event_id=f"poll:{processor_reference}:{kind}",
-            processor_reference=processor_reference,
+            event_id=f"poll:{reference}:{kind}",
+            payment=PaymentRef(processor_reference=reference),
             kind=kind,
             amount_minor=int(body["amount_minor"]),
             currency=str(body["currency"]),
         )
+
+
+def parse_sandbox_webhook(body: bytes) -> list[ProcessorEvent]:
+    """The event of a (verified) sandbox webhook."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise MalformedWebhook("body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise MalformedWebhook("body must be a JSON object")
+    event_type = payload.get("type")
+    kind = EVENT_KINDS.get(event_type) if isinstance(event_type, str) else None
+    if kind is None:
+        raise MalformedWebhook(f"unknown event type {payload.get('type')!r}")
+    data = _require(payload, "data", dict)
+    return [
+        ProcessorEvent(
+            event_id=_require(payload, "id", str),
+            payment=PaymentRef(processor_reference=_require(data, "reference", str)),
+            kind=kind,
+            amount_minor=_require(data, "amount_minor", int),
+            currency=_require(data, "currency", str),
+            reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
+        )
+    ]

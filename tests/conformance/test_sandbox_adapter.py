@@ -1,8 +1,6 @@
-"""The contract every processor adapter keeps, run against each one with its simulator. A new
-processor adds its adapter and a simulator to ``CASES``; these tests then hold it to the same rules.
-
-Webhook checks are pure (raw bytes in, normalized events out); checkout creation and polling talk
-to the processor, which for the sandbox is the running payments service."""
+"""The sandbox held to the webhook contract of every adapter (``test_processors.py`` runs the real
+processors through the whole system). Its processor side is the running payments service, so these
+tests use the session's stack."""
 
 from __future__ import annotations
 
@@ -18,12 +16,15 @@ import pytest_asyncio
 
 from services.payments.processors import ADAPTERS
 from services.payments.processors.base import (
+    AnyAdapter,
     CheckoutRequest,
     EventKind,
     InvalidSignature,
     MalformedWebhook,
-    ProcessorAdapter,
+    PaymentRef,
     ProcessorUnavailable,
+    Redirect,
+    WebhookRequest,
 )
 from tests.harness import Stack
 from tests.simulators.sandbox import SandboxSimulator
@@ -45,14 +46,20 @@ CASES: dict[str, Case] = {
 }
 
 
-def test_every_registered_processor_has_a_conformance_case() -> None:
-    assert set(ADAPTERS) == set(CASES)
-
-
 @dataclass
 class Subject:
-    adapter: ProcessorAdapter
+    adapter: AnyAdapter
     simulator: Any
+
+    async def verify(self, headers: dict[str, str], body: bytes) -> None:
+        await self.adapter.verify_webhook(webhook(headers, body))
+
+    async def parse(self, headers: dict[str, str], body: bytes) -> list[Any]:
+        return await self.adapter.parse_webhook(webhook(headers, body))
+
+
+def webhook(headers: dict[str, str], body: bytes) -> WebhookRequest:
+    return WebhookRequest("POST", "/webhooks/sandbox_main", {}, headers, body, "127.0.0.1", time.time())
 
 
 @pytest_asyncio.fixture(params=sorted(CASES))
@@ -65,38 +72,41 @@ async def subject(request: pytest.FixtureRequest, stack: Stack) -> AsyncIterator
 
 
 def checkout_request(amount_minor: int = 1234) -> CheckoutRequest:
+    payment_id = uuid.uuid4()
     return CheckoutRequest(
-        payment_id=uuid.uuid4(),
+        payment_id=payment_id,
         order_id=uuid.uuid4(),
+        reference=str(payment_id),
         amount_minor=amount_minor,
         currency="EUR",
         method="card",
         return_url="http://127.0.0.1/return",
+        webhook_url="http://127.0.0.1/webhooks/sandbox_main",
         description="conformance",
     )
 
 
-def test_a_signed_webhook_verifies_and_normalizes_to_minor_units(subject: Subject) -> None:
+async def test_a_signed_webhook_verifies_and_normalizes_to_minor_units(subject: Subject) -> None:
     headers, body = subject.simulator.signed_webhook("ref-1", "succeeded", 1234, "EUR")
-    subject.adapter.verify_webhook(headers, body, time.time())
-    [event] = subject.adapter.parse_webhook(headers, body)
+    await subject.verify(headers, body)
+    [event] = await subject.parse(headers, body)
     assert event.kind is EventKind.SUCCEEDED
-    assert event.processor_reference == "ref-1"
+    assert event.payment.processor_reference == "ref-1"
     assert (event.amount_minor, event.currency) == (1234, "EUR")
     assert isinstance(event.amount_minor, int) and event.event_id
 
 
-def test_each_delivery_of_a_new_event_has_its_own_id_and_a_redelivery_keeps_it(subject: Subject) -> None:
+async def test_each_delivery_of_a_new_event_has_its_own_id_and_a_redelivery_keeps_it(subject: Subject) -> None:
     headers, body = subject.simulator.signed_webhook("ref-2", "failed", 500, "EUR")
-    first = subject.adapter.parse_webhook(headers, body)
-    again = subject.adapter.parse_webhook(headers, body)
-    other = subject.adapter.parse_webhook(*subject.simulator.signed_webhook("ref-2", "failed", 500, "EUR"))
+    first = await subject.parse(headers, body)
+    again = await subject.parse(headers, body)
+    other = await subject.parse(*subject.simulator.signed_webhook("ref-2", "failed", 500, "EUR"))
     assert first[0].event_id == again[0].event_id != other[0].event_id
     assert first[0].kind is EventKind.FAILED
 
 
 @pytest.mark.parametrize("fault", ["tampered_body", "no_signature", "stale", "wrong_secret"])
-def test_an_unverifiable_webhook_is_refused(subject: Subject, fault: str) -> None:
+async def test_an_unverifiable_webhook_is_refused(subject: Subject, fault: str) -> None:
     headers, body = subject.simulator.signed_webhook("ref-3", "succeeded", 1234, "EUR", age_s=3600 * (fault == "stale"))
     if fault == "tampered_body":
         body = body.replace(b"1234", b"9234")
@@ -106,13 +116,13 @@ def test_an_unverifiable_webhook_is_refused(subject: Subject, fault: str) -> Non
         subject.simulator.webhook_secret = "not-the-secret-at-all"
         headers, body = subject.simulator.signed_webhook("ref-3", "succeeded", 1234, "EUR")
     with pytest.raises(InvalidSignature):
-        subject.adapter.verify_webhook(headers, body, time.time())
+        await subject.verify(headers, body)
 
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"id": 1}'])
-def test_an_unreadable_webhook_is_malformed_not_a_crash(subject: Subject, body: bytes) -> None:
+async def test_an_unreadable_webhook_is_malformed_not_a_crash(subject: Subject, body: bytes) -> None:
     with pytest.raises(MalformedWebhook):
-        subject.adapter.parse_webhook({}, body)
+        await subject.parse({}, body)
 
 
 async def test_checkout_creation_is_idempotent_on_the_payment_id(subject: Subject) -> None:
@@ -122,19 +132,21 @@ async def test_checkout_creation_is_idempotent_on_the_payment_id(subject: Subjec
     other = await subject.adapter.create_checkout(checkout_request())
     assert first == again
     assert other.processor_reference != first.processor_reference
-    assert first.redirect_url.startswith("http")
+    assert isinstance(first.next_step, Redirect) and first.next_step.url.startswith("http")
 
 
 async def test_polling_reports_pending_then_the_outcome(subject: Subject) -> None:
     for outcome, kind in (("succeeded", EventKind.SUCCEEDED), ("failed", EventKind.FAILED)):
         checkout = await subject.adapter.create_checkout(checkout_request(4321))
-        pending = await subject.adapter.fetch_status(checkout.processor_reference)
+        ref = PaymentRef(processor_reference=checkout.processor_reference)
+        pending = await subject.adapter.fetch_status(ref)
         assert pending.kind is EventKind.PENDING
-        await subject.simulator.settle(checkout.redirect_url, outcome)
-        settled = await subject.adapter.fetch_status(checkout.processor_reference)
+        assert isinstance(checkout.next_step, Redirect)
+        await subject.simulator.settle(checkout.next_step.url, outcome)
+        settled = await subject.adapter.fetch_status(ref)
         assert settled.kind is kind
         assert (settled.amount_minor, settled.currency) == (4321, "EUR")
-        assert settled.processor_reference == checkout.processor_reference
+        assert settled.payment.processor_reference == checkout.processor_reference
 
 
 @pytest.mark.parametrize("answer", ["html_200", "error_500", "not_listening"])
@@ -169,7 +181,10 @@ async def test_a_processor_error_never_carries_a_credential(stack: Stack, answer
             assert secrets, name
             async with aiohttp.ClientSession() as http:
                 adapter = ADAPTERS[name](case.integration_id, pointed, stack.settings.services, http)
-                for call in (adapter.create_checkout(checkout_request()), adapter.fetch_status("ref-x")):
+                for call in (
+                    adapter.create_checkout(checkout_request()),
+                    adapter.fetch_status(PaymentRef(processor_reference="ref-x")),
+                ):
                     with pytest.raises(ProcessorUnavailable) as failure:
                         await call
                     assert not [s for s in secrets if s in str(failure.value)], (name, answer)
