@@ -9,7 +9,7 @@ import uuid
 from aiohttp import web
 
 from services.page import service, store
-from services.page.sessions import api_user
+from services.page.sessions import api_caller, api_user
 from shared.amqp import RpcClient
 from shared.http import NO_STORE, Problem, json_response, read_json_object
 from shared.runtime import POOL_KEY, SETTINGS_KEY
@@ -18,11 +18,21 @@ RPC_KEY = web.AppKey("rpc", RpcClient)
 
 
 async def create_topup(request: web.Request) -> web.Response:
-    user_id = api_user(request)
+    """``{"package_id" | "amount_minor", "method", "phone"?}``; ``phone`` (digits, country code first;
+    spaces, dashes and a leading "+" are dropped) is required where the driver's integration prompts
+    the driver's phone, and refused elsewhere. The reply's ``next_step`` says what follows:
+    ``redirect`` to ``redirect_url``, or ``phone_prompt`` (approve on the phone; follow the status)."""
+    caller = api_caller(request)
     idempotency_key = service.check_idempotency_key(request.headers.get("Idempotency-Key"))
     body = await read_json_object(request)
     order = await service.create_topup(
-        request.app[SETTINGS_KEY], request.app[POOL_KEY], request.app[RPC_KEY], user_id, idempotency_key, body
+        request.app[SETTINGS_KEY],
+        request.app[POOL_KEY],
+        request.app[RPC_KEY],
+        caller.user_id,
+        idempotency_key,
+        body,
+        locale=caller.locale,
     )
     return json_response(service.order_body(order, with_balance=_signed(request)), status=201, headers=NO_STORE)
 

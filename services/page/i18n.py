@@ -37,6 +37,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "unauthorized": "Please open the top-up from the app again.",
         "error": "Something went wrong",
         "demo_banner": "Demo — no real money is taken; balances are not real",
+        "test_banner": "TEST — the processor's test mode: no real money is taken and your real balance does not change",
         "account": "Topping up account {account}",
         "switch_question": "You are signed in as {current}. Switch to {new}?",
         "switch_confirm": "Switch to {new}",
@@ -46,6 +47,28 @@ MESSAGES: dict[str, dict[str, str]] = {
         "user_not_found": "We could not find your account. Please open the top-up from the app again.",
         "try_again_later": "We cannot check your account right now. Please try again in a moment.",
         "too_many_launches": "Too many attempts. Please wait a minute and try again.",
+        "phone_label": "Your phone number",
+        "phone_hint": "Country code first, digits only, e.g. {example}",
+        "phone_required": "Please enter your phone number.",
+        "phone_invalid": "Please enter your phone number with the country code first: 8 to 15 digits, no leading 0.",
+        "status_pending_phone": "Check your phone: approve the payment of {amount} there. This page updates by itself.",
+        "processor_refused": (
+            "The payment provider did not accept this payment. Please choose another amount or payment method"
+            " and try again."
+        ),
+        "processor_refused_phone": (
+            "The payment provider did not accept this payment. Please check your phone number (or choose another"
+            " amount) and try again."
+        ),
+        "checkout_uncertain": (
+            "We could not confirm this payment attempt, so it will not be continued. Please start a new top-up"
+            " with the form below. If you already approved a payment, check your balance in the app first."
+        ),
+        "provider_unavailable": "The payment provider is not answering right now. Please try again in a moment.",
+        "prices_updating": "Prices are being updated. Please try again in a moment.",
+        "changed_since_sent": (
+            "This form was already sent with other details. Please check your choices and press the button again."
+        ),
     },
     "bg": {
         "title": "Зареди баланса си",
@@ -73,6 +96,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "unauthorized": "Моля, отворете зареждането отново от приложението.",
         "error": "Нещо се обърка",
         "demo_banner": "Демо — не се взимат истински пари; балансите не са истински",
+        "test_banner": (
+            "ТЕСТ — тестов режим на платежния доставчик: не се взимат истински пари и истинският ви баланс"
+            " не се променя"
+        ),
         "account": "Зареждане на сметка {account}",
         "switch_question": "Влезли сте като {current}. Да превключим ли към {new}?",
         "switch_confirm": "Превключи към {new}",
@@ -82,6 +109,33 @@ MESSAGES: dict[str, dict[str, str]] = {
         "user_not_found": "Не успяхме да намерим акаунта ви. Моля, отворете зареждането отново от приложението.",
         "try_again_later": "В момента не можем да проверим акаунта ви. Моля, опитайте отново след малко.",
         "too_many_launches": "Твърде много опити. Моля, изчакайте минута и опитайте отново.",
+        "phone_label": "Вашият телефонен номер",
+        "phone_hint": "Първо кодът на държавата, само цифри, напр. {example}",
+        "phone_required": "Моля, въведете телефонния си номер.",
+        "phone_invalid": (
+            "Моля, въведете телефонния си номер, като започнете с кода на държавата: от 8 до 15 цифри, без водеща 0."
+        ),
+        "status_pending_phone": (
+            "Проверете телефона си: одобрете там плащането на {amount}. Тази страница се обновява сама."
+        ),
+        "processor_refused": (
+            "Доставчикът на плащания не прие това плащане. Моля, изберете друга сума или друг начин на плащане"
+            " и опитайте отново."
+        ),
+        "processor_refused_phone": (
+            "Доставчикът на плащания не прие това плащане. Моля, проверете телефонния си номер (или изберете"
+            " друга сума) и опитайте отново."
+        ),
+        "checkout_uncertain": (
+            "Не успяхме да потвърдим този опит за плащане, затова той няма да продължи. Моля, започнете ново"
+            " зареждане с формуляра по-долу. Ако вече сте одобрили плащане, първо проверете баланса си в"
+            " приложението."
+        ),
+        "provider_unavailable": "Доставчикът на плащания не отговаря в момента. Моля, опитайте отново след малко.",
+        "prices_updating": "Цените се обновяват. Моля, опитайте отново след малко.",
+        "changed_since_sent": (
+            "Този формуляр вече беше изпратен с други данни. Моля, проверете избора си и натиснете бутона отново."
+        ),
     },
 }
 

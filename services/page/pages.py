@@ -84,6 +84,8 @@ FINAL_STATUSES = frozenset(
     {domain.OrderStatus.CREDITED, domain.OrderStatus.FAILED, domain.OrderStatus.EXPIRED, domain.OrderStatus.REFUNDED}
 )
 STYLESHEET = (Path(__file__).parent / "static" / "page.css").read_bytes()
+# The hint under the phone field: the form the number takes (M-Pesa's, Kenya: 254, then 7 or 1).
+PHONE_EXAMPLE = "2547XXXXXXXX"
 
 
 def content_security_policy(payments_public_url: str) -> str:
@@ -121,12 +123,18 @@ def _render(
         t=Translator(locale),
         operator=settings.operator.name,
         demo=settings.deployment == "demo",
+        # A test integration's driver sees on every page that no real money moves.
+        test_money=account is not None and _pays_test_money(settings, account),
         account=mask_user_id(account) if account is not None else None,
         **context,
     )
     response = web.Response(text=html, status=status, content_type="text/html")
     _page_headers(response, settings)
     return response
+
+
+def _pays_test_money(settings: Settings, user_id: str) -> bool:
+    return settings.integrations[pricing.integration_for_user(settings, user_id)].environment == "test"
 
 
 def _message(settings: Settings, status: int, key: str, locale: str | None = None) -> web.Response:
@@ -168,9 +176,12 @@ def _form_page(
     status: int = 200,
     error: str | None = None,
     submitted: dict[str, str] | None = None,
+    error_field: str | None = None,
 ) -> web.Response:
     """The form; after a failed submit, with the driver's choices and the same idempotency key, so
-    pressing Pay again resumes the order that submit made (if it made one) instead of a second."""
+    pressing Pay again resumes the order that submit made (if it made one) instead of a second.
+    Where the processor prompts the driver's phone, the form asks for the number (and gives back
+    what was typed after an error: in the page, never in a URL)."""
     submitted = submitted or {}
     integration = settings.integrations[pricing.integration_for_user(settings, session.user_id)]
     t = Translator(session.locale)
@@ -206,6 +217,10 @@ def _form_page(
         currency=settings.operator.currency,
         methods=methods,
         selected_method=selected_method if selected_method in method_ids else method_ids[0],
+        asks_phone=integration.asks_driver_phone,
+        phone=submitted.get("phone", ""),
+        phone_example=PHONE_EXAMPLE,
+        error_field=error_field,
     )
 
 
@@ -333,7 +348,8 @@ async def submit_form(request: web.Request) -> web.Response:
     except InvalidLaunch:
         return _message(settings, 401, "unauthorized")
     form = await read_form(request)
-    submitted = {field: str(form.get(field, "")) for field in ("idempotency_key", "package_id", "amount", "method")}
+    fields = ("idempotency_key", "package_id", "amount", "method", "phone")
+    submitted = {field: str(form.get(field, "")) for field in fields}
     t = Translator(session.locale)
     try:
         user_id = api_user(request, csrf_token=str(form.get("csrf_token", "")))
@@ -343,16 +359,41 @@ async def submit_form(request: web.Request) -> web.Response:
             body["package_id"] = submitted["package_id"]
         else:
             body["amount_minor"] = domain.parse_major_amount(submitted["amount"], settings.operator.currency)
+        if settings.integrations[pricing.integration_for_user(settings, user_id)].asks_driver_phone:
+            body["phone"] = submitted["phone"]
         order = await service.create_topup(
-            settings, request.app[POOL_KEY], request.app[RPC_KEY], user_id, idempotency_key, body
+            settings,
+            request.app[POOL_KEY],
+            request.app[RPC_KEY],
+            user_id,
+            idempotency_key,
+            body,
+            locale=session.locale,
         )
     except pricing.InvalidTopup as exc:
-        return _form_page(settings, session, 422, error=exc.detail, submitted=submitted)
+        return _form_page(settings, session, 422, error=exc.detail, submitted=submitted, error_field=exc.field)
+    except service.DriverProblem as problem:
+        if problem.new_key:
+            # This order must not be tried again (refused, uncertain, or other choices than it was
+            # made for): pressing the button again starts a new top-up.
+            submitted["idempotency_key"] = ""
+        field = problem.extra.get("field")
+        return _form_page(
+            settings,
+            session,
+            problem.status,
+            error=t(problem.message_key),
+            submitted=submitted,
+            error_field=field if isinstance(field, str) else None,
+        )
     except Problem as problem:
         if problem.status == 400 or (problem.status == 422 and "field" not in problem.extra):
             # A bad key, or one already used for another choice of amount: this form needs a new key.
             submitted["idempotency_key"] = ""
         return _form_page(settings, session, problem.status, error=problem.detail or t("error"), submitted=submitted)
+    if order.next_step == "phone_prompt":
+        # No processor page: the prompt is on the driver's phone, and the status page follows it.
+        raise _redirect(settings, f"/topup/{order.id}/return")
     assert order.redirect_url is not None
     raise _redirect(settings, order.redirect_url)
 

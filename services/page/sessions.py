@@ -16,10 +16,12 @@ from __future__ import annotations
 import hmac
 import re
 import time
+from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
 
+from services.page.i18n import choose_locale
 from services.page.launch import (
     SESSION_COOKIE,
     InvalidLaunch,
@@ -97,8 +99,16 @@ def set_session_cookie(response: web.StreamResponse, settings: Settings, session
     )
 
 
-def api_user(request: web.Request, *, csrf_token: str | None = None) -> str:
-    """The user id behind an API request, or a 401 problem. With a cookie, state-changing requests
+@dataclass(frozen=True)
+class Caller:
+    """Who sent an API request, and the page's locale for them (one the operator offers)."""
+
+    user_id: str
+    locale: str
+
+
+def api_caller(request: web.Request, *, csrf_token: str | None = None) -> Caller:
+    """The user behind an API request, or a 401 problem. With a cookie, state-changing requests
     must also carry the session's CSRF token (header, or ``csrf_token`` for a form)."""
     settings = request.app[SETTINGS_KEY]
     authorization = request.headers.get("Authorization", "")
@@ -106,7 +116,9 @@ def api_user(request: web.Request, *, csrf_token: str | None = None) -> str:
         if authorization.startswith("Bearer "):
             if settings.launch.mode != "signed":
                 raise InvalidLaunch('bearer launch tokens are accepted only with launch.mode = "signed"')
-            return verify_launch(settings, authorization.removeprefix("Bearer ").strip()).user_id
+            claims = verify_launch(settings, authorization.removeprefix("Bearer ").strip())
+            locale = choose_locale(claims.locale, settings.operator.locales, settings.operator.default_locale)
+            return Caller(claims.user_id, locale)
         session = session_from_cookie(request)
     except InvalidLaunch as exc:
         raise Problem(401, "Unauthorized", str(exc)) from None
@@ -115,4 +127,9 @@ def api_user(request: web.Request, *, csrf_token: str | None = None) -> str:
         # The CSRF token is ASCII; anything else (undecodable header bytes included) is simply wrong.
         if not given.isascii() or not hmac.compare_digest(given, session.csrf_token):
             raise Problem(403, "Forbidden", "missing or wrong CSRF token")
-    return session.user_id
+    return Caller(session.user_id, session.locale)
+
+
+def api_user(request: web.Request, *, csrf_token: str | None = None) -> str:
+    """The user id behind an API request (:func:`api_caller`)."""
+    return api_caller(request, csrf_token=csrf_token).user_id

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.page.domain import OrderStatus
+from services.page.domain import NextStep, OrderStatus, next_step
 from shared.db import Connection, record_to
 from shared.pricing import PricedTopup
 
@@ -28,6 +28,12 @@ class Order:
     redirect_url: str | None
     balance_minor: int | None
     correlation_id: str
+    # Set once the checkout exists (with a redirect URL, or none for a prompt on the driver's phone).
+    payment_id: uuid.UUID | None = None
+
+    @property
+    def next_step(self) -> NextStep | None:
+        return next_step(self.payment_id, self.redirect_url)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Order:
@@ -71,7 +77,11 @@ async def insert_or_get_order(
     return Order.from_row(row)
 
 
-async def record_checkout(pool: asyncpg.Pool, order_id: uuid.UUID, payment_id: uuid.UUID, redirect_url: str) -> Order:
+async def record_checkout(
+    pool: asyncpg.Pool, order_id: uuid.UUID, payment_id: uuid.UUID, redirect_url: str | None
+) -> Order:
+    """The checkout payments created: its payment, and where the driver goes (None: the processor
+    prompted the driver's phone)."""
     row = await pool.fetchrow(
         "UPDATE orders SET payment_id = $2, redirect_url = $3, updated_at = now() WHERE id = $1 RETURNING *",
         order_id,

@@ -25,6 +25,8 @@ async def test_same_key_returns_same_topup_and_other_body_is_422(driver: Driver)
     again_status, again = await driver.create_topup(user_id, {"package_id": "p10"}, key=key)
     assert first_status == again_status == 201
     assert again == first
+    # The sandbox has a hosted page: the driver goes there.
+    assert first["next_step"] == "redirect" and first["redirect_url"]
     status, problem = await driver.create_topup(user_id, {"package_id": "p25"}, key=key)
     assert status == 422 and problem["title"] == "Idempotency-Key reused"
     # Keys belong to a user: another user's identical key is another top-up.
@@ -53,6 +55,8 @@ async def test_concurrent_double_submit_makes_one_order_and_one_payment(driver: 
         ({}, "package_id"),
         ({"package_id": "p10", "method": "bitcoin"}, "method"),
         ({"package_id": "p10", "price": 1}, "price"),
+        # The sandbox prompts no phone: a number is refused, never passed on.
+        ({"package_id": "p10", "phone": "254712345678"}, "phone"),
     ],
 )
 async def test_invalid_topups_get_422_problem_and_no_order(driver: Driver, body: dict[str, object], field: str) -> None:

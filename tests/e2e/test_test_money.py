@@ -118,3 +118,20 @@ async def test_payments_prices_from_its_own_configuration(rpc: amqp.RpcClient, s
     assert refused.value.code == "invalid_topup"
     async with aiohttp.ClientSession() as http, http.get(str(reply["redirect_url"])) as page:
         assert "25.75" in await page.text()
+
+
+async def test_every_page_tells_a_tester_that_no_real_money_moves(driver: Driver) -> None:
+    banner = 'id="test-banner"'
+    pages = {}
+    for user_id in ("tester-1", f"driver-{uuid.uuid4().hex[:8]}"):
+        # Cookies for 127.0.0.1 are refused by aiohttp's default jar.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(driver.stack.url("page", f"/topup?token={driver.token(user_id)}")) as response:
+                assert response.status == 200
+                form = await response.text()
+            status, order = await driver.create_topup(user_id, {"package_id": "p10", "method": "card"})
+            assert status == 201, order
+            async with browser.get(driver.stack.url("page", f"/topup/{order['id']}/return")) as response:
+                returned = await response.text()
+        pages[user_id] = (banner in form, banner in returned)
+    assert pages == {"tester-1": (True, True), next(u for u in pages if u != "tester-1"): (False, False)}

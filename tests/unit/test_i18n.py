@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from string import Formatter
+
 import pytest
 
 from services.page.i18n import MESSAGES, Translator, choose_locale
@@ -110,3 +112,22 @@ def test_money_uses_the_currency_exponent() -> None:
 def test_money_with_a_regional_locale() -> None:
     assert Translator("en-GB").money(1000, "EUR") == "€10.00"
     assert "10,00" in Translator("bg-BG").money(1000, "EUR")
+
+
+def test_catalogues_fill_the_same_values() -> None:
+    # A translation naming another placeholder than English would fail only when shown.
+    def fields(text: str) -> set[str]:
+        return {name for _, name, _, _ in Formatter().parse(text) if name}
+
+    for key, english in MESSAGES["en"].items():
+        for locale, messages in MESSAGES.items():
+            assert fields(messages[key]) == fields(english), f"{locale}.{key}"
+
+
+def test_the_phone_prompt_texts() -> None:
+    assert Translator("en")("phone_hint", example="2547XXXXXXXX").endswith("e.g. 2547XXXXXXXX")
+    assert "2547XXXXXXXX" in Translator("bg")("phone_hint", example="2547XXXXXXXX")
+    assert Translator("en")("status_pending_phone", amount="€10.20").startswith(
+        "Check your phone: approve the payment of €10.20"
+    )
+    assert "10,20 €" in Translator("bg")("status_pending_phone", amount="10,20 €")

@@ -17,7 +17,6 @@ from services.page.i18n import MESSAGES, Translator, choose_first_locale
 from services.page.open_launch import (
     LaunchRefused,
     OpenLaunch,
-    SlidingWindowLimiter,
     UserLookup,
     client_key,
     open_launch_locale,
@@ -28,6 +27,7 @@ from services.page.open_launch import (
 from services.page.pages import REFUSALS, TEMPLATES
 from services.page.store import Order
 from shared.http import service_middleware
+from shared.rate_limit import SlidingWindowLimiter
 
 AMPECO_IDS = r"^[1-9][0-9]{0,17}$"
 OFFERED = ["en", "bg"]

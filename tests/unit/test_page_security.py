@@ -30,7 +30,7 @@ from services.page.launch import (
 )
 from services.page.pages import content_security_policy
 from services.payments.processors.base import InvalidSignature
-from services.payments.processors.sandbox import sign_sandbox_payload, verify_sandbox_signature
+from services.payments.processors.sandbox.adapter import sign_sandbox_payload, verify_sandbox_signature
 from shared.http import malformed_request
 
 SECRET = "launch-secret-0123456789abcdefghijklmnop"
