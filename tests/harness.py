@@ -78,13 +78,27 @@ class Stack:
         return dsn
 
 
+SANDBOX_INTEGRATIONS = """
+[integrations.sandbox_main]
+processor = "sandbox"
+environment = "production"
+methods = ["card", "wallet"]
+fees = { wallet = { fixed_minor = 25, rate_bp = 200 } }
+
+[integrations.sandbox_trial]
+processor = "sandbox"
+environment = "test"
+methods = ["card"]
+test_users = ["tester-1"]
+"""
+
 CONFIG_TEMPLATE = """
 log_level = "info"
-deployment = "demo"
+deployment = "{deployment}"
 
 [operator]
 name = "Test CPO"
-currency = "EUR"
+currency = "{currency}"
 locales = ["en", "bg"]
 default_locale = "en"
 return_deep_link = "testcpo://balance"
@@ -101,17 +115,7 @@ packages = [
   {{ id = "p25", amount_minor = 2500, bonus_minor = 150 }},
 ]
 
-[integrations.sandbox_main]
-processor = "sandbox"
-environment = "production"
-methods = ["card", "wallet"]
-fees = {{ wallet = {{ fixed_minor = 25, rate_bp = 200 }} }}
-
-[integrations.sandbox_trial]
-processor = "sandbox"
-environment = "test"
-methods = ["card"]
-test_users = ["tester-1"]
+{integrations}
 
 [amqp]
 url = "amqp://127.0.0.1:5672/{vhost}"
@@ -151,14 +155,30 @@ sweep_interval_s = 1
 """
 
 
-def make_stack(tmp: Path, overrides: Mapping[str, str] | None = None) -> Stack:
-    """A stack's config and secrets; ``overrides`` are more ``EVTOPUP__...`` variables for its services."""
+@dataclass(frozen=True)
+class Integrations:
+    """A stack's processors: the ``[integrations.*]`` tables, their secrets (``EVTOPUP__…``
+    variables), and the operator's currency. Anything but the sandbox runs as a production deployment."""
+
+    toml: str
+    secrets: Mapping[str, str]
+    currency: str = "EUR"
+
+
+def make_stack(
+    tmp: Path, overrides: Mapping[str, str] | None = None, integrations: Integrations | None = None
+) -> Stack:
+    """A stack's config and secrets; ``overrides`` are more ``EVTOPUP__...`` variables for its services;
+    ``integrations`` replaces the sandbox's."""
     run_id = f"{os.getpid()}_{secrets.token_hex(3)}"
     vhost = f"evtopup_test_{run_id}"
     page_port, payments_port, crediting_port, page_internal, payments_internal, crediting_internal = free_ports(6)
     config_path = tmp / "evtopup.toml"
     config_path.write_text(
         CONFIG_TEMPLATE.format(
+            deployment="demo" if integrations is None else "production",
+            currency="EUR" if integrations is None else integrations.currency,
+            integrations=SANDBOX_INTEGRATIONS if integrations is None else integrations.toml,
             vhost=vhost,
             db=f"evtopup_test_{run_id}",
             page_port=page_port,
@@ -177,11 +197,18 @@ def make_stack(tmp: Path, overrides: Mapping[str, str] | None = None) -> Stack:
         "EVTOPUP__AMQP__PAGE_PASSWORD": secrets.token_urlsafe(24),
         "EVTOPUP__AMQP__PAYMENTS_PASSWORD": secrets.token_urlsafe(24),
         "EVTOPUP__AMQP__CREDITING_PASSWORD": secrets.token_urlsafe(24),
-        "EVTOPUP__INTEGRATIONS__SANDBOX_MAIN__API_KEY": secrets.token_urlsafe(32),
-        "EVTOPUP__INTEGRATIONS__SANDBOX_MAIN__WEBHOOK_SECRET": secrets.token_urlsafe(32),
-        "EVTOPUP__INTEGRATIONS__SANDBOX_TRIAL__API_KEY": secrets.token_urlsafe(32),
-        "EVTOPUP__INTEGRATIONS__SANDBOX_TRIAL__WEBHOOK_SECRET": secrets.token_urlsafe(32),
     }
+    if integrations is None:
+        env.update(
+            {
+                "EVTOPUP__INTEGRATIONS__SANDBOX_MAIN__API_KEY": secrets.token_urlsafe(32),
+                "EVTOPUP__INTEGRATIONS__SANDBOX_MAIN__WEBHOOK_SECRET": secrets.token_urlsafe(32),
+                "EVTOPUP__INTEGRATIONS__SANDBOX_TRIAL__API_KEY": secrets.token_urlsafe(32),
+                "EVTOPUP__INTEGRATIONS__SANDBOX_TRIAL__WEBHOOK_SECRET": secrets.token_urlsafe(32),
+            }
+        )
+    else:
+        env.update(integrations.secrets)
     env.update(overrides or {})
     settings = load_settings(config_path, env)
     log_dir = tmp / "logs"
@@ -460,7 +487,9 @@ def scratch_dsn(stack: Stack, label: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def own_stack(tmp: Path, overrides: Mapping[str, str] | None = None) -> AsyncIterator[Stack]:
+async def own_stack(
+    tmp: Path, overrides: Mapping[str, str] | None = None, integrations: Integrations | None = None
+) -> AsyncIterator[Stack]:
     """A stack nobody else's test disturbs (or that disturbs nobody), set up as an operator would:
     a vhost with evtopup's policies, each service's own broker user and database role (created by
     ``evtopup broker-users`` and ``evtopup setup``), databases and topology; all removed afterwards.
@@ -469,7 +498,7 @@ async def own_stack(tmp: Path, overrides: Mapping[str, str] | None = None) -> As
     from shared import amqp, db
     from shared.broker_access import provision_with_rabbitmqctl
 
-    stack = make_stack(tmp, overrides)
+    stack = make_stack(tmp, overrides, integrations)
     rabbitmqctl("add_vhost", stack.vhost)
     users: list[str] = []
     try:
