@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -24,77 +23,23 @@ from services.payments.processors.base import (
     CheckoutRequest,
     EventKind,
     InvalidSignature,
-    MalformedWebhook,
     PaymentRef,
-    ProcessorEvent,
     ProcessorRefused,
     ProcessorUnavailable,
     Redirect,
     RefundRequest,
     WebhookRequest,
 )
-from shared.settings import ServiceSettings
 from tests.simulators.adyen_sim import AdyenSimulator
-from tests.simulators.processor import ProcessorSimulator
-
-SERVICES = ServiceSettings(
-    page_public_url="http://127.0.0.1:1",
-    payments_public_url="http://127.0.0.1:2",
-    payments_internal_url="http://127.0.0.1:3",
-)
-
-
-@dataclass
-class Receiver:
-    """payments' ``POST /webhooks/{integration_id}``, reduced to the adapter's part."""
-
-    adapter: AdyenAdapter | None = None
-    fail_next: int = 0
-    batches: list[list[ProcessorEvent]] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        assert self.adapter is not None
-        webhook = WebhookRequest(
-            method=request.method,
-            path=request.path,
-            query=request.query,
-            headers=request.headers,
-            body=await request.read(),
-            peer=request.remote,
-            received_at_s=time.time(),
-        )
-        if self.fail_next > 0:
-            self.fail_next -= 1
-            return web.Response(status=500)
-        try:
-            await self.adapter.verify_webhook(webhook)
-            events = await self.adapter.parse_webhook(webhook)
-        except InvalidSignature as exc:
-            self.refused.append(str(exc))
-            return web.Response(status=401)
-        except MalformedWebhook as exc:
-            self.refused.append(str(exc))
-            return web.Response(status=400)
-        self.batches.append(events)
-        self.arrived.set()
-        ack = self.adapter.webhook_ack()
-        return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
-
-    @property
-    def events(self) -> list[ProcessorEvent]:
-        return [event for batch in self.batches for event in batch]
-
-    def kinds(self) -> list[EventKind]:
-        return [event.kind for event in self.events]
+from tests.simulators.processor import ProcessorSimulator, serve
+from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
 
 @dataclass
 class World:
     sim: AdyenSimulator
     adapter: AdyenAdapter
-    receiver: Receiver
+    receiver: WebhookReceiver
     http: aiohttp.ClientSession
 
     def adapter_with(self, **changes: Any) -> AdyenAdapter:
@@ -117,17 +62,9 @@ def settings_for(sim: AdyenSimulator, **overrides: Any) -> AdyenSettings:
 
 @pytest_asyncio.fixture
 async def world() -> AsyncIterator[World]:
-    receiver = Receiver()
-    app = web.Application()
-    app.router.add_post("/webhooks/adyen_test", receiver.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    sim = AdyenSimulator(hang_s=1.5, webhook_url=f"http://127.0.0.1:{port}/webhooks/adyen_test")
-    await sim.start()
-    async with aiohttp.ClientSession() as http:
+    async with WebhookReceiver(integration_id="adyen_test") as receiver, aiohttp.ClientSession() as http:
+        sim = AdyenSimulator(hang_s=1.5, webhook_url=receiver.url)
+        await sim.start()
         adapter = AdyenAdapter("adyen_test", settings_for(sim), SERVICES, http)
         adapter.request_timeout_s = 0.5
         receiver.adapter = adapter
@@ -135,7 +72,6 @@ async def world() -> AsyncIterator[World]:
             yield World(sim, adapter, receiver, http)
         finally:
             await sim.close()
-            await runner.cleanup()
 
 
 def checkout_request(amount_minor: int = 2500, payment_id: uuid.UUID | None = None) -> CheckoutRequest:
@@ -490,21 +426,12 @@ async def test_an_unreachable_or_unreadable_api_is_unavailable_without_secrets(w
     async def html(_: web.Request) -> web.Response:
         return web.Response(text="<html>maintenance</html>", content_type="text/html")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", html)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        for base in (f"http://127.0.0.1:{port}", "http://127.0.0.1:9"):
+    async with serve(html) as url:
+        for base in (url, "http://127.0.0.1:9"):
             adapter = world.adapter_with(api_base_url=base)
             with pytest.raises(ProcessorUnavailable) as failure:
                 await adapter.create_checkout(checkout_request())
             assert world.sim.api_key not in str(failure.value)
-    finally:
-        await runner.cleanup()
 
 
 async def test_the_merchant_account_must_be_the_keys(world: World) -> None:

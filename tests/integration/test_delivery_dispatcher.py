@@ -66,24 +66,28 @@ async def setup(stack: Stack, crediting_scratch: ScratchDb) -> AsyncIterator[Set
     assert sim.spec_violations == []
 
 
+def payment_succeeded(user_id: int, amount_minor: int) -> PaymentSucceeded:
+    """A sandbox payment of ``amount_minor`` EUR cents by the user, no bonus, no fee."""
+    return PaymentSucceeded(
+        payment_id=uuid.uuid4(),
+        order_id=uuid.uuid4(),
+        user_id=str(user_id),
+        integration_id="sandbox_main",
+        processor="sandbox",
+        processor_reference="ref",
+        amount_minor=amount_minor,
+        bonus_minor=0,
+        fee_minor=0,
+        currency="EUR",
+    )
+
+
 async def write_credits(pool: asyncpg.Pool, per_user: int) -> list[str]:
     transfers = []
     async with pool.acquire() as conn, conn.transaction():
         for _ in range(per_user):
             for user_id in USERS:
-                event = PaymentSucceeded(
-                    payment_id=uuid.uuid4(),
-                    order_id=uuid.uuid4(),
-                    user_id=str(user_id),
-                    integration_id="sandbox_main",
-                    processor="sandbox",
-                    processor_reference="ref",
-                    amount_minor=1000,
-                    bonus_minor=0,
-                    fee_minor=0,
-                    currency="EUR",
-                )
-                transfer = domain.topup_transfer(event)
+                transfer = domain.topup_transfer(payment_succeeded(user_id, 1000))
                 await store.record_transfer(conn, transfer, "test")
                 await store.add_delivery(conn, domain.delivery_intent(transfer), "test")
                 transfers.append(transfer.id)
@@ -166,18 +170,7 @@ async def test_a_chargeback_takes_only_what_the_ampeco_balance_holds_and_the_res
 
     async with setup.pool.acquire() as conn, conn.transaction():
         for user_id in (1, 2):
-            paid = PaymentSucceeded(
-                payment_id=uuid.uuid4(),
-                order_id=uuid.uuid4(),
-                user_id=str(user_id),
-                integration_id="sandbox_main",
-                processor="sandbox",
-                processor_reference="ref",
-                amount_minor=2500,
-                bonus_minor=0,
-                fee_minor=0,
-                currency="EUR",
-            )
+            paid = payment_succeeded(user_id, 2500)
             topup = domain.topup_transfer(paid)
             await store.record_transfer(conn, topup, "test")
             reversed_ = PaymentReversed(

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import re
 import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -30,79 +29,19 @@ from services.payments.processors.base import (
     MalformedWebhook,
     PaymentRef,
     PhonePrompt,
-    ProcessorEvent,
     ProcessorRefused,
     ProcessorUnavailable,
     RefundRequest,
-    WebhookRequest,
 )
 from services.payments.processors.mpesa import MpesaAdapter
 from services.payments.processors.mpesa import adapter as adapter_module
 from services.payments.processors.mpesa.config import MpesaSettings
-from shared.settings import ServiceSettings
 from tests.simulators.mpesa import MpesaSimulator
-from tests.simulators.processor import ProcessorSimulator, WebhookFaults
+from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve
+from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
 PHONE = "254708374149"
-SERVICES = ServiceSettings(
-    page_public_url="http://127.0.0.1:1/",
-    payments_public_url="http://127.0.0.1:1/",
-    payments_internal_url="http://127.0.0.1:1/",
-)
 EAT = timezone(timedelta(hours=3))
-
-
-class Receiver:
-    """payments' ``POST /webhooks/{integration_id}`` in small: verify, parse, ack."""
-
-    def __init__(self) -> None:
-        self.adapter: MpesaAdapter | None = None
-        self.events: list[ProcessorEvent] = []
-        self.refusals: list[str] = []
-        self.fail_next: int = 0  # answer this many requests with 503 first
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/webhooks/{integration_id}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/webhooks/lipa_main"
-
-    async def close(self) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    async def handle(self, http_request: web.Request) -> web.Response:
-        assert self.adapter is not None
-        if self.fail_next:
-            self.fail_next -= 1
-            return web.Response(status=503)
-        request = WebhookRequest(
-            method=http_request.method,
-            path=http_request.path,
-            query=dict(http_request.query),
-            headers=http_request.headers,
-            body=await http_request.read(),
-            peer=http_request.remote,
-            received_at_s=time.time(),
-        )
-        try:
-            await self.adapter.verify_webhook(request)
-        except InvalidSignature as exc:
-            self.refusals.append(str(exc))
-            return web.Response(status=401)
-        try:
-            events = await self.adapter.parse_webhook(request)
-        except MalformedWebhook:
-            return web.Response(status=400)
-        self.events.extend(events)
-        ack = self.adapter.webhook_ack()
-        return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
 
 
 @pytest_asyncio.fixture
@@ -137,22 +76,18 @@ def make_adapter(sim: MpesaSimulator, http: aiohttp.ClientSession, **overrides: 
 
 
 @pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    await rec.start()
-    try:
-        yield rec
-    finally:
-        await rec.close()
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver(integration_id="lipa_main", fail_status=503) as receiver:
+        yield receiver
 
 
 @pytest.fixture
-def adapter(simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: Receiver) -> MpesaAdapter:
+def adapter(simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: WebhookReceiver) -> MpesaAdapter:
     receiver.adapter = make_adapter(simulator, http)
     return receiver.adapter
 
 
-def checkout_request(receiver: Receiver, amount_minor: int = 1200, **overrides: Any) -> CheckoutRequest:
+def checkout_request(receiver: WebhookReceiver, amount_minor: int = 1200, **overrides: Any) -> CheckoutRequest:
     payment_id = uuid.uuid4()
     values: dict[str, Any] = {
         "payment_id": payment_id,
@@ -178,7 +113,7 @@ def all_secrets(sim: MpesaSimulator) -> list[str]:
 
 
 async def test_a_push_prompts_the_phone_with_every_field_right(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     request = checkout_request(receiver)
     checkout = await adapter.create_checkout(request)
@@ -198,7 +133,7 @@ async def test_a_push_prompts_the_phone_with_every_field_right(
 
 
 async def test_buy_goods_pays_the_till(
-    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: Receiver
+    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: WebhookReceiver
 ) -> None:
     till = make_adapter(simulator, http, transaction_type="CustomerBuyGoodsOnline", party_b="5432109")
     await till.create_checkout(checkout_request(receiver))
@@ -211,7 +146,7 @@ async def test_buy_goods_pays_the_till(
 
 
 async def test_a_retried_create_is_a_second_prompt_so_payments_never_retries_it(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     """Daraja has no idempotency: the same request twice prompts twice. That is why
     ``create_is_idempotent`` is False and payments never sends a push again."""
@@ -234,7 +169,7 @@ async def test_a_retried_create_is_a_second_prompt_so_payments_never_retries_it(
     ],
 )
 async def test_what_m_pesa_cannot_charge_is_refused_before_any_call(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver, overrides: dict[str, Any], words: str
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver, overrides: dict[str, Any], words: str
 ) -> None:
     with pytest.raises(ProcessorRefused, match=words):
         await adapter.create_checkout(checkout_request(receiver, **overrides))
@@ -242,7 +177,7 @@ async def test_what_m_pesa_cannot_charge_is_refused_before_any_call(
 
 
 async def test_an_amount_above_darajas_limit_is_refused_by_daraja(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     with pytest.raises(ProcessorRefused, match="Invalid Amount"):
         await adapter.create_checkout(checkout_request(receiver, amount_minor=25_000_100))
@@ -253,7 +188,7 @@ async def test_an_amount_above_darajas_limit_is_refused_by_daraja(
 
 
 async def test_a_paid_prompt_sends_a_confirmed_callback_and_polling_agrees(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     checkout = await adapter.create_checkout(checkout_request(receiver))
     pending = await adapter.fetch_status(PaymentRef(processor_reference=checkout.processor_reference))
@@ -275,7 +210,7 @@ async def test_a_paid_prompt_sends_a_confirmed_callback_and_polling_agrees(
     assert MpesaAdapter.capabilities.states_amount is False
     [delivery] = simulator.deliveries
     assert delivery.status == 200
-    assert receiver.refusals == []
+    assert receiver.refused == []
 
     settled = await adapter.fetch_status(PaymentRef(processor_reference=checkout.processor_reference))
     assert (settled.kind, settled.event_id) == (EventKind.SUCCEEDED, f"poll:{checkout.processor_reference}:succeeded")
@@ -293,7 +228,7 @@ async def test_a_paid_prompt_sends_a_confirmed_callback_and_polling_agrees(
 async def test_a_declined_or_unanswered_prompt(
     adapter: MpesaAdapter,
     simulator: MpesaSimulator,
-    receiver: Receiver,
+    receiver: WebhookReceiver,
     outcome: Any,
     kind: EventKind,
     code: str,
@@ -313,7 +248,9 @@ async def test_a_declined_or_unanswered_prompt(
     assert (polled.kind, polled.reason) == (kind, reason)
 
 
-async def test_the_ack_is_darajas_json(adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver) -> None:
+async def test_the_ack_is_darajas_json(
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
+) -> None:
     ack = adapter.webhook_ack()
     assert (ack.status, json.loads(ack.body), ack.content_type) == (
         200,
@@ -323,7 +260,7 @@ async def test_the_ack_is_darajas_json(adapter: MpesaAdapter, simulator: MpesaSi
 
 
 async def test_callbacks_go_to_webhook_url_when_the_simulator_has_one(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     simulator.webhook_url = receiver.url.replace("lipa_main", "elsewhere")
     checkout = await adapter.create_checkout(checkout_request(receiver, webhook_url="http://127.0.0.1:9/none"))
@@ -337,7 +274,7 @@ async def test_callbacks_go_to_webhook_url_when_the_simulator_has_one(
 
 
 async def test_duplicate_callbacks_have_one_event_id(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     simulator.faults = WebhookFaults(copies=3)
     checkout = await adapter.create_checkout(checkout_request(receiver))
@@ -348,7 +285,7 @@ async def test_duplicate_callbacks_have_one_event_id(
 
 
 async def test_held_callbacks_are_released_newest_first(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     simulator.faults = WebhookFaults(hold=True)
     older = await adapter.create_checkout(checkout_request(receiver))
@@ -366,7 +303,7 @@ async def test_held_callbacks_are_released_newest_first(
 
 
 async def test_a_lost_callback_is_healed_by_polling(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     simulator.faults = WebhookFaults(drop=True)
     checkout = await adapter.create_checkout(checkout_request(receiver))
@@ -378,7 +315,7 @@ async def test_a_lost_callback_is_healed_by_polling(
 
 
 async def test_a_callback_answered_with_an_error_is_sent_again(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     receiver.fail_next = 2
     checkout = await adapter.create_checkout(checkout_request(receiver))
@@ -389,7 +326,7 @@ async def test_a_callback_answered_with_an_error_is_sent_again(
 
 
 async def test_a_push_failing_with_500_creates_nothing(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     simulator.fail_next_create("error_500")
     with pytest.raises(ProcessorUnavailable) as failure:
@@ -400,7 +337,7 @@ async def test_a_push_failing_with_500_creates_nothing(
 
 
 async def test_a_push_whose_answer_is_lost_is_not_sent_again(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The prompt was made, the answer came too late: the adapter reports it unavailable (payments
     then treats the push as maybe sent and never repeats it) and makes no second push itself."""
@@ -416,7 +353,7 @@ async def test_a_push_whose_answer_is_lost_is_not_sent_again(
 
 
 async def test_the_token_is_reused_until_it_expires(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     checkout = await adapter.create_checkout(checkout_request(receiver))
     await adapter.create_checkout(checkout_request(receiver))
@@ -425,7 +362,7 @@ async def test_the_token_is_reused_until_it_expires(
 
 
 async def test_a_short_lived_token_is_renewed_before_daraja_refuses_it(
-    http: aiohttp.ClientSession, receiver: Receiver
+    http: aiohttp.ClientSession, receiver: WebhookReceiver
 ) -> None:
     sim = MpesaSimulator(token_lifetime_s=1)
     await sim.start()
@@ -440,7 +377,7 @@ async def test_a_short_lived_token_is_renewed_before_daraja_refuses_it(
 
 
 async def test_a_refused_token_is_renewed_once_and_the_push_made_once(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     await adapter.create_checkout(checkout_request(receiver))
     simulator.revoke_tokens()
@@ -451,7 +388,7 @@ async def test_a_refused_token_is_renewed_once_and_the_push_made_once(
 
 @pytest.mark.parametrize("wrong", ["consumer_key", "consumer_secret"])
 async def test_wrong_consumer_credentials_are_refused_without_the_secret(
-    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: Receiver, wrong: str
+    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: WebhookReceiver, wrong: str
 ) -> None:
     adapter = make_adapter(simulator, http, **{wrong: "not-the-right-one-" + secrets.token_hex(8)})
     with pytest.raises(ProcessorRefused, match=r"400\.008\.01 Invalid Authentication passed") as refused:
@@ -463,7 +400,7 @@ async def test_wrong_consumer_credentials_are_refused_without_the_secret(
 
 
 async def test_a_wrong_passkey_is_refused_without_the_passkey(
-    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: Receiver
+    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: WebhookReceiver
 ) -> None:
     wrong = secrets.token_hex(32)
     adapter = make_adapter(simulator, http, passkey=wrong)
@@ -475,7 +412,7 @@ async def test_a_wrong_passkey_is_refused_without_the_passkey(
 
 @pytest.mark.parametrize("answer", ["html_200", "error_500", "not_listening", "echo_json"])
 async def test_a_processor_error_never_carries_a_credential(
-    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: Receiver, answer: str
+    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: WebhookReceiver, answer: str
 ) -> None:
     """Something unreadable or hostile in Daraja's place: the exceptions (which go to logs, the payment
     row and the page) carry no consumer key or secret, passkey, Basic credentials, token or Password."""
@@ -496,16 +433,8 @@ async def test_a_processor_error_never_carries_a_credential(
             {"errorCode": "400.002.02", "errorMessage": f"Bad Request - Invalid {headers} {raw}"}, status=400
         )
 
-    runner = web.AppRunner(web.Application())
-    runner.app.router.add_route("*", "/{tail:.*}", echo)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    if answer == "not_listening":
-        await runner.cleanup()
-    try:
-        adapter = make_adapter(simulator, http, api_base_url=f"http://127.0.0.1:{port}")
+    async def assert_no_credential_told(api_base_url: str) -> None:
+        adapter = make_adapter(simulator, http, api_base_url=api_base_url)
         calls = (
             adapter.create_checkout(checkout_request(receiver)),
             adapter.fetch_status(PaymentRef(processor_reference="ws_CO_1")),
@@ -516,16 +445,19 @@ async def test_a_processor_error_never_carries_a_credential(
             text = str(failure.value)
             passwords = [json.loads(body)["Password"] for body in seen if body.startswith("{")]
             assert not [s for s in [*all_secrets(simulator), token, *passwords] if s in text], (answer, text)
-    finally:
+
+    async with serve(echo) as url:
         if answer != "not_listening":
-            await runner.cleanup()
+            await assert_no_credential_told(url)
+    if answer == "not_listening":  # the server is gone: nothing listens on its port any more
+        await assert_no_credential_told(url)
 
 
 # -- callbacks that are not what they say -----------------------------------------------------------
 
 
 async def test_a_forged_callback_is_refused_and_the_true_one_accepted(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     # Both are what the conformance suite drives (checked statically by mypy).
     honest: ProcessorSimulator = simulator
@@ -549,7 +481,7 @@ async def test_a_forged_callback_is_refused_and_the_true_one_accepted(
 
 
 async def test_a_success_claimed_while_the_prompt_is_open_is_not_confirmed(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     checkout = await adapter.create_checkout(checkout_request(receiver))
     prompt = simulator.prompt(checkout.processor_reference)
@@ -560,7 +492,7 @@ async def test_a_success_claimed_while_the_prompt_is_open_is_not_confirmed(
 
 
 async def test_a_callback_for_a_push_daraja_never_made_is_refused(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     checkout = await adapter.create_checkout(checkout_request(receiver))
     genuine = simulator.signed_webhook(checkout.processor_reference, "succeeded")
@@ -573,7 +505,7 @@ async def test_a_callback_for_a_push_daraja_never_made_is_refused(
 
 
 async def test_an_unreadable_callback_is_refused_by_verify_and_malformed_to_parse(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     checkout = await adapter.create_checkout(checkout_request(receiver))
     junk = dataclasses.replace(simulator.signed_webhook(checkout.processor_reference, "succeeded"), body=b"[]")
@@ -585,7 +517,7 @@ async def test_an_unreadable_callback_is_refused_by_verify_and_malformed_to_pars
 
 
 async def test_the_amount_is_not_passed_on(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     """The STK query has no amount, so a callback's Amount cannot be confirmed: it is not reported at
     all (``states_amount`` is False and payments takes the amount its push asked for). A callback
@@ -609,7 +541,7 @@ async def test_the_amount_is_not_passed_on(
 
 
 async def test_the_callback_is_kept_without_the_phone_number(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     checkout = await adapter.create_checkout(checkout_request(receiver))
     genuine = simulator.signed_webhook(checkout.processor_reference, "succeeded")
@@ -625,7 +557,7 @@ async def test_the_callback_is_kept_without_the_phone_number(
 
 
 async def test_callback_ips_keep_other_sources_out(
-    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: Receiver
+    simulator: MpesaSimulator, http: aiohttp.ClientSession, receiver: WebhookReceiver
 ) -> None:
     adapter = make_adapter(simulator, http, callback_ips=["196.201.214.0/24", "196.201.213.114"])
     checkout = await adapter.create_checkout(checkout_request(receiver))
@@ -643,7 +575,7 @@ async def test_callback_ips_keep_other_sources_out(
 
 
 async def test_polling_needs_a_checkout_request_id(
-    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
 ) -> None:
     with pytest.raises(ProcessorRefused):
         await adapter.fetch_status(PaymentRef(merchant_reference="abc"))
@@ -651,7 +583,9 @@ async def test_polling_needs_a_checkout_request_id(
         await adapter.fetch_status(PaymentRef(processor_reference="ws_CO_000000000000000"))
 
 
-async def test_no_refunds_and_no_disputes(adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: Receiver) -> None:
+async def test_no_refunds_and_no_disputes(
+    adapter: MpesaAdapter, simulator: MpesaSimulator, receiver: WebhookReceiver
+) -> None:
     checkout: Checkout = await adapter.create_checkout(checkout_request(receiver))
     with pytest.raises(ProcessorRefused):
         await adapter.refund(

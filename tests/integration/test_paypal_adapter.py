@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from services.payments.processors.base import (
     Checkout,
     CheckoutRequest,
     EventKind,
     InvalidSignature,
-    MalformedWebhook,
     PaymentRef,
     ProcessorEvent,
     ProcessorRefused,
@@ -36,90 +33,10 @@ from services.payments.processors.base import (
 from services.payments.processors.paypal import PayPalAdapter
 from services.payments.processors.paypal import adapter as paypal_adapter
 from services.payments.processors.paypal.config import PayPalSettings
-from shared.settings import ServiceSettings
 from tests.simulators.paypal import PayPalSimulator
+from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
 WAIT_S = 8.0
-
-
-class Receiver:
-    """``POST /webhooks/paypal_main`` as payments serves it: verify, parse, answer."""
-
-    def __init__(self, adapter: PayPalAdapter) -> None:
-        self.adapter = adapter
-        self.events: list[ProcessorEvent] = []
-        self.answers: list[int] = []
-        self.refuse_next = 0  # answer 503 to this many deliveries first
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/webhooks/paypal_main", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/webhooks/paypal_main"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def handle(self, request: web.Request) -> web.Response:
-        webhook = WebhookRequest(
-            method=request.method,
-            path=request.path,
-            query=dict(request.query),
-            headers=request.headers,
-            body=await request.read(),
-            peer=request.remote,
-            received_at_s=time.time(),
-        )
-        if self.refuse_next > 0:
-            self.refuse_next -= 1
-            status = 503
-        else:
-            try:
-                await self.adapter.verify_webhook(webhook)
-                events = await self.adapter.parse_webhook(webhook)
-            except InvalidSignature:
-                status = 401
-            except MalformedWebhook:
-                status = 400
-            except ProcessorUnavailable:
-                status = 503
-            else:
-                self.events.extend(events)
-                status = 200
-        self.answers.append(status)
-        ack = self.adapter.webhook_ack()
-        return web.Response(
-            status=status if status != 200 else ack.status, body=ack.body, content_type=ack.content_type
-        )
-
-    def of_kind(self, kind: EventKind) -> list[ProcessorEvent]:
-        return [event for event in self.events if event.kind is kind]
-
-    async def wait_for(self, kind: EventKind, count: int = 1) -> list[ProcessorEvent]:
-        await eventually(lambda: len(self.of_kind(kind)) >= count, f"{count} {kind} webhook(s)")
-        return self.of_kind(kind)
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def services() -> ServiceSettings:
-    return ServiceSettings(
-        page_public_url="http://127.0.0.1:9",
-        payments_public_url="http://127.0.0.1:9",
-        payments_internal_url="http://127.0.0.1:9",
-    )
 
 
 def make_adapter(simulator: PayPalSimulator, http: aiohttp.ClientSession, **changes: Any) -> PayPalAdapter:
@@ -131,14 +48,14 @@ def make_adapter(simulator: PayPalSimulator, http: aiohttp.ClientSession, **chan
         **simulator.secrets(),
         **changes,
     }
-    return PayPalAdapter("paypal_main", PayPalSettings.model_validate(entry), services(), http)
+    return PayPalAdapter("paypal_main", PayPalSettings.model_validate(entry), SERVICES, http)
 
 
 @dataclass
 class World:
     simulator: PayPalSimulator
     adapter: PayPalAdapter
-    receiver: Receiver
+    receiver: WebhookReceiver
     http: aiohttp.ClientSession
 
 
@@ -148,7 +65,7 @@ async def world() -> AsyncIterator[World]:
     await simulator.start()
     http = aiohttp.ClientSession()
     adapter = make_adapter(simulator, http)
-    receiver = Receiver(adapter)
+    receiver = WebhookReceiver(adapter, integration_id="paypal_main", fail_status=503, wait_s=WAIT_S)
     await receiver.start()
     simulator.webhook_url = receiver.url
     try:
@@ -492,7 +409,7 @@ async def test_verification_when_paypal_is_unreachable_is_unavailable_so_the_web
 
 
 async def test_a_refused_delivery_is_retried_and_freshly_signed_each_time(world: World) -> None:
-    world.receiver.refuse_next = 2
+    world.receiver.fail_next = 2
     request = checkout_request()
     checkout = await world.adapter.create_checkout(request)
     await world.simulator.act(checkout, "succeeded")

@@ -10,8 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -23,7 +22,6 @@ from services.payments.processors.base import (
     CheckoutRequest,
     EventKind,
     InvalidSignature,
-    MalformedWebhook,
     PaymentRef,
     ProcessorEvent,
     ProcessorRefused,
@@ -34,93 +32,19 @@ from services.payments.processors.base import (
 )
 from services.payments.processors.stripe import StripeAdapter
 from services.payments.processors.stripe.config import StripeSettings
-from shared.settings import ServiceSettings
-from tests.simulators.processor import ProcessorSimulator
+from tests.simulators.processor import ProcessorSimulator, serve
 from tests.simulators.stripe_sim import StripeSimulator
-
-SERVICES = ServiceSettings(
-    page_public_url="http://127.0.0.1:1",
-    payments_public_url="http://127.0.0.1:2",
-    payments_internal_url="http://127.0.0.1:3",
-)
-
-
-@dataclass
-class Receiver:
-    """payments' ``POST /webhooks/{integration_id}`` in miniature: raw bytes, verify, parse, 2xx."""
-
-    adapter: StripeAdapter | None = None
-    fail_next: int = 0  # answer 500 to this many verified deliveries (Stripe retries them)
-    events: list[ProcessorEvent] = field(default_factory=list)
-    delivered: list[WebhookRequest] = field(default_factory=list)
-    refused: list[WebhookRequest] = field(default_factory=list)
-    malformed: list[str] = field(default_factory=list)
-    url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        assert self.adapter is not None
-        webhook = WebhookRequest(
-            method=request.method,
-            path=request.path,
-            query=dict(request.query),
-            headers=request.headers,
-            body=await request.read(),
-            peer=request.remote,
-            received_at_s=time.time(),
-        )
-        try:
-            await self.adapter.verify_webhook(webhook)
-        except InvalidSignature:
-            self.refused.append(webhook)
-            return web.Response(status=401)
-        try:
-            events = await self.adapter.parse_webhook(webhook)
-        except MalformedWebhook as exc:
-            self.malformed.append(str(exc))
-            return web.Response(status=400)
-        if self.fail_next > 0:
-            self.fail_next -= 1
-            return web.Response(status=500)
-        self.delivered.append(webhook)
-        self.events.extend(events)
-        ack = self.adapter.webhook_ack()
-        return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
-
-    def of(self, kind: EventKind) -> list[ProcessorEvent]:
-        return [e for e in self.events if e.kind is kind]
-
-    async def wait_for(self, kind: EventKind, count: int = 1, timeout_s: float = 5.0) -> list[ProcessorEvent]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.of(kind)) < count:
-            assert not self.malformed and not self.refused, (self.malformed, self.refused)
-            assert time.monotonic() < deadline, f"no {count} {kind} event(s) in {timeout_s} s: {self.events}"
-            await asyncio.sleep(0.01)
-        return self.of(kind)
-
-
-@asynccontextmanager
-async def serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
-    runner = web.AppRunner(web.Application())
-    runner.app.router.add_route("*", "/{tail:.*}", handler)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
 
 @pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
-    async with serve(receiver.handle) as url:
-        receiver.url = f"{url}/webhooks/stripe_main"
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver(integration_id="stripe_main") as receiver:
         yield receiver
 
 
 @pytest_asyncio.fixture
-async def sim(receiver: Receiver) -> AsyncIterator[StripeSimulator]:
+async def sim(receiver: WebhookReceiver) -> AsyncIterator[StripeSimulator]:
     simulator = StripeSimulator(webhook_url=receiver.url)
     await simulator.start()
     try:
@@ -148,7 +72,7 @@ def settings_for(sim: StripeSimulator, **changes: Any) -> StripeSettings:
 
 
 @pytest_asyncio.fixture
-async def adapter(sim: StripeSimulator, receiver: Receiver, http: aiohttp.ClientSession) -> StripeAdapter:
+async def adapter(sim: StripeSimulator, receiver: WebhookReceiver, http: aiohttp.ClientSession) -> StripeAdapter:
     adapter = StripeAdapter("stripe_main", settings_for(sim), SERVICES, http)
     receiver.adapter = adapter
     return adapter
@@ -173,7 +97,7 @@ def checkout_request(amount_minor: int = 2500, currency: str = "EUR", **changes:
 
 
 async def paid(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver, amount_minor: int = 2500
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver, amount_minor: int = 2500
 ) -> ProcessorEvent:
     """A checkout the driver paid; its SUCCEEDED event (with the PaymentIntent among its ids)."""
     checkout = await adapter.create_checkout(checkout_request(amount_minor))
@@ -255,7 +179,7 @@ async def test_an_amount_stripe_cannot_take_is_refused_before_any_call(
 
 
 async def test_a_paid_checkout_is_succeeded_by_webhook_and_by_polling(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     request = checkout_request(4321)
     checkout = await adapter.create_checkout(request)
@@ -281,7 +205,7 @@ async def test_a_paid_checkout_is_succeeded_by_webhook_and_by_polling(
 
 
 async def test_a_declined_card_fails_but_the_driver_may_still_pay(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     request = checkout_request()
     checkout = await adapter.create_checkout(request)
@@ -299,7 +223,9 @@ async def test_a_declined_card_fails_but_the_driver_may_still_pay(
     assert succeeded.payment.ids["payment_intent"] == intent_id
 
 
-async def test_an_expired_checkout_is_expired(adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver) -> None:
+async def test_an_expired_checkout_is_expired(
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
+) -> None:
     checkout = await adapter.create_checkout(checkout_request())
     await sim.act(checkout, "expired")
     [event] = await receiver.wait_for(EventKind.EXPIRED)
@@ -310,7 +236,7 @@ async def test_an_expired_checkout_is_expired(adapter: StripeAdapter, sim: Strip
 
 @pytest.mark.parametrize(("settles", "kind"), [(True, EventKind.SUCCEEDED), (False, EventKind.FAILED)])
 async def test_a_delayed_method_is_pending_until_it_settles(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver, settles: bool, kind: EventKind
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver, settles: bool, kind: EventKind
 ) -> None:
     checkout = await adapter.create_checkout(checkout_request())
     ref = PaymentRef(processor_reference=checkout.processor_reference)
@@ -331,7 +257,9 @@ def refund_request(event: ProcessorEvent, amount_minor: int, key: str | None = N
     return RefundRequest(event.payment, key or str(uuid.uuid4()), amount_minor, "EUR", "driver asked")
 
 
-async def test_a_full_refund_is_refunded_once(adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver) -> None:
+async def test_a_full_refund_is_refunded_once(
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
+) -> None:
     payment = await paid(adapter, sim, receiver)
     accepted = await adapter.refund(refund_request(payment, 2500))
     assert accepted.refund_id.startswith("re_") and accepted.status == "pending"
@@ -347,7 +275,7 @@ async def test_a_full_refund_is_refunded_once(adapter: StripeAdapter, sim: Strip
 
 
 async def test_partial_refunds_then_what_is_left_is_refused(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     payment = await paid(adapter, sim, receiver)
     first = await adapter.refund(refund_request(payment, 1000))
@@ -363,7 +291,9 @@ async def test_partial_refunds_then_what_is_left_is_refused(
     await receiver.wait_for(EventKind.REFUNDED, 3)
 
 
-async def test_a_retried_refund_is_one_refund(adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver) -> None:
+async def test_a_retried_refund_is_one_refund(
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
+) -> None:
     payment = await paid(adapter, sim, receiver)
     request = refund_request(payment, 700, key="refund-key-1")
     first = await adapter.refund(request)
@@ -374,7 +304,7 @@ async def test_a_retried_refund_is_one_refund(adapter: StripeAdapter, sim: Strip
 
 
 async def test_a_refund_finds_the_payment_intent_through_the_session(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     payment = await paid(adapter, sim, receiver)
     bare = PaymentRef(processor_reference=payment.payment.processor_reference)
@@ -391,7 +321,7 @@ async def test_an_unpaid_payment_cannot_be_refunded(adapter: StripeAdapter, sim:
 
 
 async def test_a_refund_that_succeeds_at_once_is_refunded_once(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     sim.refunds_succeed_at_once = True
     payment = await paid(adapter, sim, receiver)
@@ -403,7 +333,7 @@ async def test_a_refund_that_succeeds_at_once_is_refunded_once(
 
 
 async def test_a_refund_that_fails_after_succeeding_is_refund_failed(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     payment = await paid(adapter, sim, receiver)
     accepted = await adapter.refund(refund_request(payment, 2500))
@@ -425,7 +355,7 @@ async def test_a_refund_that_fails_after_succeeding_is_refund_failed(
 
 @pytest.mark.parametrize(("won", "kind"), [(True, EventKind.DISPUTE_WON), (False, EventKind.DISPUTE_LOST)])
 async def test_a_chargeback_opens_then_is_won_or_lost(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver, won: bool, kind: EventKind
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver, won: bool, kind: EventKind
 ) -> None:
     payment = await paid(adapter, sim, receiver)
     assert payment.payment.processor_reference is not None
@@ -444,7 +374,7 @@ async def test_a_chargeback_opens_then_is_won_or_lost(
 
 
 async def test_an_inquiry_moves_no_money_until_it_escalates(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     payment = await paid(adapter, sim, receiver)
     assert payment.payment.processor_reference is not None
@@ -460,7 +390,7 @@ async def test_an_inquiry_moves_no_money_until_it_escalates(
 
 
 async def test_copies_of_a_webhook_are_one_event(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     sim.faults.copies = 3
     checkout = await adapter.create_checkout(checkout_request())
@@ -470,7 +400,7 @@ async def test_copies_of_a_webhook_are_one_event(
 
 
 async def test_held_webhooks_are_released_newest_first(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     sim.faults.hold = True
     sim.send_noise_events = False
@@ -484,7 +414,7 @@ async def test_held_webhooks_are_released_newest_first(
 
 
 async def test_a_released_webhook_that_fails_is_retried_without_holding_up_the_older_ones(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     sim.faults.hold = True
     sim.send_noise_events = False
@@ -503,7 +433,7 @@ async def test_a_released_webhook_that_fails_is_retried_without_holding_up_the_o
 
 
 async def test_a_dropped_webhook_is_healed_by_polling(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     sim.faults.drop = True
     checkout = await adapter.create_checkout(checkout_request())
@@ -519,7 +449,7 @@ async def test_a_dropped_webhook_is_healed_by_polling(
 
 
 async def test_a_failed_delivery_is_retried_re_signed_with_the_same_event(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     sim.send_noise_events = False
     receiver.fail_next = 2
@@ -532,7 +462,7 @@ async def test_a_failed_delivery_is_retried_re_signed_with_the_same_event(
 
 
 async def test_an_endpoint_that_never_answers_2xx_is_given_up(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     sim.send_noise_events = False
     receiver.fail_next = 100
@@ -571,7 +501,7 @@ async def test_signed_webhooks_verify_and_tampered_stale_or_foreign_ones_do_not(
 
 
 async def test_a_webhook_is_stripes_bytes_and_a_reserialised_copy_is_refused(
-    adapter: StripeAdapter, sim: StripeSimulator, receiver: Receiver
+    adapter: StripeAdapter, sim: StripeSimulator, receiver: WebhookReceiver
 ) -> None:
     sim.send_noise_events = False
     checkout = await adapter.create_checkout(checkout_request())
@@ -589,7 +519,7 @@ async def test_a_webhook_is_stripes_bytes_and_a_reserialised_copy_is_refused(
 
 
 async def test_a_rolled_secret_verifies_during_the_overlap(
-    sim: StripeSimulator, receiver: Receiver, http: aiohttp.ClientSession
+    sim: StripeSimulator, receiver: WebhookReceiver, http: aiohttp.ClientSession
 ) -> None:
     new_secret = "whsec_" + "n" * 32
     sim.also_sign_with = [new_secret]

@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import copy
 import hashlib
 import hmac
@@ -59,12 +58,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, WebhookFaults
+from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
 
 API_VERSION = "v72"
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)
@@ -196,45 +194,25 @@ class AdyenSimulator:
         self.dropped: list[dict[str, Any]] = []
         self._idempotency: dict[tuple[str, str], _Idempotent] = {}
         self._create_fault: CreateFault | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._base_url: str | None = None
+        self._host = SimulatorHost()
 
     # ---- Protocol: lifecycle and configuration ------------------------------------------------
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession()
         app = web.Application()
         app.router.add_post(f"/{API_VERSION}/paymentLinks", self._create_link)
         app.router.add_get(f"/{API_VERSION}/paymentLinks/{{link_id}}", self._get_link, allow_head=False)
         app.router.add_post(f"/{API_VERSION}/payments/{{psp}}/refunds", self._refund)
         app.router.add_get("/paylink/{link_id}", self._pay_page, allow_head=False)
         app.router.add_post("/paylink/{link_id}", self._pay)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        await self._host.start(app, shutdown_timeout=1.0)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        await self._host.close()
 
     @property
     def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("the simulator is not started")
-        return self._base_url
+        return self._host.base_url
 
     def settings(self) -> dict[str, Any]:
         # Notifications say "live": "false"; the integration must be a test one to accept them.
@@ -255,8 +233,7 @@ class AdyenSimulator:
 
     async def idle(self) -> None:
         """Wait until every notification under way has been delivered (or given up)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._host.tasks.idle()
 
     # ---- the API ------------------------------------------------------------------------------
 
@@ -464,8 +441,8 @@ class AdyenSimulator:
 
     async def act(self, checkout: Checkout, outcome: Outcome) -> None:
         assert isinstance(checkout.next_step, Redirect)
-        assert self._http is not None
-        async with self._http.post(
+        assert self._host.http is not None
+        async with self._host.http.post(
             checkout.next_step.url, data={"outcome": outcome}, allow_redirects=False
         ) as response:
             assert response.status in (200, 303), await response.text()
@@ -634,9 +611,7 @@ class AdyenSimulator:
 
     def _send_later(self, items: list[dict[str, Any]]) -> None:
         for _ in range(max(self.faults.copies, 1)):
-            task = asyncio.get_running_loop().create_task(self._deliver(items))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._host.tasks.spawn(self._deliver(items))
 
     async def release(self) -> None:
         held, self.held = self.held, []
@@ -647,26 +622,16 @@ class AdyenSimulator:
     async def _deliver(self, items: list[dict[str, Any]]) -> None:
         delivery = Delivery([item["eventCode"] for item in items])
         self.deliveries.append(delivery)
-        if self.webhook_url is None or self._http is None:
+        if self.webhook_url is None or self._host.http is None:
             return
-        body = self.notification_body(items)
-        for delay_s in (*RETRY_DELAYS_S, None):
-            try:
-                async with self._http.post(
-                    self.webhook_url,
-                    data=body,
-                    headers=self._headers(),
-                    timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S),
-                ) as response:
-                    await response.read()
-                    delivery.statuses.append(response.status)
-                    if 200 <= response.status < 300:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                delivery.statuses.append(None)
-            if delay_s is None:
-                return
-            await asyncio.sleep(delay_s)
+        http, url, body = self._host.http, self.webhook_url, self.notification_body(items)
+
+        async def attempt(_: int) -> bool:
+            answer = await post_webhook(http, url, body, self._headers(), DELIVERY_TIMEOUT_S)
+            delivery.statuses.append(answer.status)
+            return answer.accepted
+
+        await with_retries(attempt, RETRY_DELAYS_S)
 
     # ---- for the conformance suite: a signed notification, not sent ----------------------------
 

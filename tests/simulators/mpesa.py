@@ -64,12 +64,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, WebhookFaults
+from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
 
 # East Africa Time, UTC+3 all year.
 EAT = timezone(timedelta(hours=3))
@@ -198,10 +197,7 @@ class MpesaSimulator:
         self.dropped: list[bytes] = []
         self._held: list[_Outgoing] = []
         self._create_fault: CreateFault | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._host = SimulatorHost()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -213,28 +209,14 @@ class MpesaSimulator:
         return app
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession()
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self._port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        await self._host.start(self.app(), shutdown_timeout=0.5)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._http is not None:
-            await self._http.close()
+        await self._host.close()
 
     @property
     def base_url(self) -> str:
-        assert self._port is not None, "start() first"
-        return f"http://127.0.0.1:{self._port}"
+        return self._host.base_url
 
     def settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"shortcode": self.shortcode, "transaction_type": self.transaction_type}
@@ -467,9 +449,7 @@ class MpesaSimulator:
         if self.faults.hold:
             self._held.extend([out] * copies)
             return
-        task = asyncio.get_running_loop().create_task(self._deliver_copies(out, copies))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._host.tasks.spawn(self._deliver_copies(out, copies))
 
     async def _deliver_copies(self, out: _Outgoing, copies: int) -> None:
         for _ in range(copies):
@@ -477,24 +457,15 @@ class MpesaSimulator:
 
     async def _deliver(self, out: _Outgoing) -> bool:
         """POSTs one callback, retrying a non-2xx answer or an unreachable receiver."""
-        assert self._http is not None, "start() first"
-        for attempt in range(len(self.callback_backoff_s) + 1):
-            if attempt:
-                await asyncio.sleep(self.callback_backoff_s[attempt - 1])
-            try:
-                async with self._http.post(
-                    out.url,
-                    data=out.body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=aiohttp.ClientTimeout(total=10),
-                ) as response:
-                    await response.read()
-                    self.deliveries.append(Delivery(out.url, out.body, response.status))
-                    if response.status < 300:
-                        return True
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self.deliveries.append(Delivery(out.url, out.body, None, type(exc).__name__))
-        return False
+        http = self._host.http
+        assert http is not None, "start() first"
+
+        async def attempt(_: int) -> bool:
+            answer = await post_webhook(http, out.url, out.body, {"Content-Type": "application/json"}, 10)
+            self.deliveries.append(Delivery(out.url, out.body, answer.status, answer.error))
+            return answer.accepted
+
+        return await with_retries(attempt, self.callback_backoff_s)
 
     async def release(self) -> None:
         held, self._held = self._held, []
@@ -503,8 +474,7 @@ class MpesaSimulator:
 
     async def idle(self) -> None:
         """Waits until every callback in flight has been delivered (or given up)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._host.tasks.idle()
 
     # -- what M-Pesa STK does not have -------------------------------------------------------------
 

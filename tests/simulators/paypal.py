@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import copy
 import datetime as dt
 import hmac
@@ -59,14 +58,13 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from html import escape
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-import aiohttp
 from aiohttp import web
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
@@ -77,7 +75,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
 from shared.money import to_major
-from tests.simulators.processor import CreateFault, Outcome, WebhookFaults
+from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
 
 # PayPal's currency codes page: these three "do not support decimals"; the others take two.
 ZERO_DECIMAL_CURRENCIES = frozenset({"HUF", "JPY", "TWD"})
@@ -269,7 +267,6 @@ class _State:
     held: list[tuple[PayPalSimulator, bytes]] = field(default_factory=list)
     sent_events: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
     token_requests: int = 0
     create_calls: int = 0
     verify_calls: int = 0
@@ -333,9 +330,7 @@ class PayPalSimulator:
         )
         self._signing_key = trusted
         self._state = _State()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._port = 0
+        self._host = SimulatorHost()
 
     # ----------------------------------------------------------------------------------------------
     # Lifecycle and the Protocol's plain parts
@@ -352,27 +347,14 @@ class PayPalSimulator:
         app.router.add_post("/v1/notifications/verify-webhook-signature", self._verify_signature)
         app.router.add_get("/checkoutnow", self._approval_page)
         app.router.add_post("/checkoutnow", self._approval_submit)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-        self._http = aiohttp.ClientSession()
+        await self._host.start(app)
 
     async def close(self) -> None:
-        for task in list(self._state.tasks):
-            task.cancel()
-        for task in list(self._state.tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._http is not None:
-            await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._host.close()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return self._host.base_url
 
     @property
     def certificate_pem(self) -> bytes:
@@ -443,8 +425,7 @@ class PayPalSimulator:
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Until every webhook delivery under way has finished (retries included)."""
         async with asyncio.timeout(timeout_s):
-            while self._state.tasks:
-                await asyncio.gather(*list(self._state.tasks), return_exceptions=True)
+            await self._host.tasks.idle()
 
     # ----------------------------------------------------------------------------------------------
     # The payer, disputes
@@ -461,8 +442,8 @@ class PayPalSimulator:
             return
         assert isinstance(checkout.next_step, Redirect)
         form = {"action": "approve", "funding": "declines" if outcome == "declined" else "ok"}
-        assert self._http is not None
-        async with self._http.post(checkout.next_step.url, data=form, allow_redirects=False) as response:
+        assert self._host.http is not None
+        async with self._host.http.post(checkout.next_step.url, data=form, allow_redirects=False) as response:
             await response.read()
             if response.status != 303:
                 raise AssertionError(f"the approval page answered {response.status}")
@@ -593,38 +574,22 @@ class PayPalSimulator:
             if self.faults.hold:
                 self._state.held.append((self, body))
             else:
-                self._spawn(self._deliver(body))
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._state.tasks.add(task)
-        task.add_done_callback(self._state.tasks.discard)
+                self._host.tasks.spawn(self._deliver(body))
 
     async def _deliver(self, body: bytes) -> None:
-        if self.webhook_url is None or self._http is None:
+        if self.webhook_url is None or self._host.http is None:
             return
-        event = json.loads(body)
-        for attempt, delay_s in enumerate((0.0, *RETRY_BACKOFF_S)):
-            if delay_s:
-                await asyncio.sleep(delay_s)
-            headers = self.signed_headers(body)
-            status: int | None = None
-            try:
-                async with self._http.post(
-                    self.webhook_url,
-                    data=body,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S),
-                ) as response:
-                    await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError):
-                status = None
+        http, url, event = self._host.http, self.webhook_url, json.loads(body)
+
+        async def attempt(n: int) -> bool:
+            headers = self.signed_headers(body)  # each attempt is a new transmission
+            answer = await post_webhook(http, url, body, headers, DELIVERY_TIMEOUT_S)
             self._state.deliveries.append(
-                Delivery(event["id"], event["event_type"], attempt, status, headers["PAYPAL-TRANSMISSION-ID"])
+                Delivery(event["id"], event["event_type"], n, answer.status, headers["PAYPAL-TRANSMISSION-ID"])
             )
-            if status is not None and 200 <= status < 300:
-                return
+            return answer.accepted
+
+        await with_retries(attempt, RETRY_BACKOFF_S)
 
     # ----------------------------------------------------------------------------------------------
     # Orders, captures, refunds as PayPal shows them

@@ -65,26 +65,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hmac
 import json
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-import aiohttp
 import stripe
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
 from shared.money import currency_exponent, to_major
-from tests.simulators.processor import CreateFault, Outcome, WebhookFaults
+from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
 
 API_VERSION = "2024-10-28.acacia"
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
@@ -460,10 +458,7 @@ class StripeSimulator:
         self._saved: dict[str, _Saved] = {}
         self._held: list[_Held] = []
         self._create_faults: list[CreateFault] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._port = 0
+        self._host = SimulatorHost()
 
     # --- Protocol: lifecycle and configuration ----------------------------------------------
 
@@ -476,25 +471,14 @@ class StripeSimulator:
         app.router.add_get("/v1/refunds/{id}", self._get_refund)
         app.router.add_get("/c/pay/{id}", self._hosted_page)
         app.router.add_post("/c/pay/{id}", self._hosted_submit)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-        self._http = aiohttp.ClientSession()
+        await self._host.start(app)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._host.close()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return self._host.base_url
 
     def settings(self) -> dict[str, Any]:
         return {}
@@ -511,8 +495,7 @@ class StripeSimulator:
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Until every delivery (with its retries) and delayed state change has finished."""
         async with asyncio.timeout(timeout_s):
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self._host.tasks.idle()
 
     # --- the API ----------------------------------------------------------------------------
 
@@ -886,7 +869,7 @@ class StripeSimulator:
         if self.send_noise_events:
             self._emit("charge.refunded", charge.json(), request=origin)
         if refund.status == "pending":
-            self._later(self._settle_refund(refund.id))
+            self._host.tasks.spawn(self._settle_refund(refund.id))
         return refund
 
     @staticmethod
@@ -1006,8 +989,8 @@ class StripeSimulator:
 
     async def _submit(self, checkout: Checkout, outcome: HostedOutcome) -> None:
         assert isinstance(checkout.next_step, Redirect), checkout.next_step
-        assert self._http is not None, "start() first"
-        async with self._http.post(
+        assert self._host.http is not None, "start() first"
+        async with self._host.http.post(
             checkout.next_step.url, data={"outcome": outcome}, allow_redirects=False
         ) as response:
             assert response.status in (200, 303), (response.status, await response.text())
@@ -1121,47 +1104,29 @@ class StripeSimulator:
             self._held.append(_Held(event, body))
         else:
             for _ in range(self.faults.copies):
-                self._later(self._deliver(event, body))
-
-    def _later(self, coro: Awaitable[None]) -> None:
-        async def run() -> None:
-            await coro
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                self._host.tasks.spawn(self._deliver(event, body))
 
     async def _deliver(self, event: Mapping[str, Any], body: bytes, first_attempt: int = 1) -> None:
         """One delivery, with Stripe's retries (compressed): each attempt signed afresh."""
         if self.webhook_url is None:  # no endpoint registered: Stripe sends nothing
             self.deliveries.append(Delivery(str(event["id"]), str(event["type"]), 0, None))
             return
-        for attempt in range(first_attempt, len(self.retry_backoffs_s) + 2):
-            if await self._attempt(event, body, attempt):
-                return
-            if attempt > len(self.retry_backoffs_s):
-                return  # given up, as Stripe does after its last retry
-            await asyncio.sleep(self.retry_backoffs_s[attempt - 1])
+        # Attempts are numbered from 1 here; given up after the last retry, as Stripe does.
+        await with_retries(lambda n: self._attempt(event, body, n + 1), self.retry_backoffs_s, first=first_attempt - 1)
 
     async def _attempt(self, event: Mapping[str, Any], body: bytes, attempt: int) -> bool:
-        status: int | None = None
-        if self._http is not None and self.webhook_url is not None:
+        status: int | None = None  # None: no answer (or no endpoint to send to)
+        accepted = False
+        if self._host.http is not None and self.webhook_url is not None:
             headers = {
                 "Content-Type": "application/json; charset=utf-8",
                 "User-Agent": USER_AGENT,
                 "Stripe-Signature": self.signature_header(body, int(time.time())),
             }
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with self._http.post(
-                    self.webhook_url,
-                    data=body,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S),
-                ) as response:
-                    await response.read()
-                    status = response.status
+            answer = await post_webhook(self._host.http, self.webhook_url, body, headers, WEBHOOK_TIMEOUT_S)
+            status, accepted = answer.status, answer.accepted
         self.deliveries.append(Delivery(str(event["id"]), str(event["type"]), attempt, status))
-        return status is not None and 200 <= status < 300
+        return accepted
 
     async def _retry_later(self, event: Mapping[str, Any], body: bytes) -> None:
         if self.retry_backoffs_s:
@@ -1177,7 +1142,7 @@ class StripeSimulator:
                 if self.webhook_url is None:
                     await self._deliver(item.event, item.body)
                 elif not await self._attempt(item.event, item.body, 1):
-                    self._later(self._retry_later(item.event, item.body))
+                    self._host.tasks.spawn(self._retry_later(item.event, item.body))
 
     def signed_webhook(
         self, processor_reference: str, outcome: Literal["succeeded", "declined"], *, age_s: int = 0
