@@ -184,6 +184,10 @@ class IntegrationSettings(_Section):
 
     # The processor prompts the driver's phone (M-Pesa): the page asks for the number first.
     asks_driver_phone: ClassVar[bool] = False
+    # The payment methods the processor takes, by the id ``methods`` names them with, each with the
+    # name drivers know it by: a brand ("iDEAL", "Pix") as it is, a generic name ("Card") in English,
+    # which the page shows translated where its catalogue has ``method_<id>``. Empty: any id.
+    payment_methods: ClassVar[Mapping[str, str]] = {}
 
     processor: str
     environment: Literal["production", "test"] = "production"
@@ -200,6 +204,11 @@ class IntegrationSettings(_Section):
         unknown = set(self.fees) - set(self.methods)
         if unknown:
             raise ValueError(f"fees for methods not offered: {sorted(unknown)}")
+        untaken = [m for m in self.methods if self.payment_methods and m not in self.payment_methods]
+        if untaken:
+            raise ValueError(
+                f"methods: {self.processor} does not take {untaken}; it takes {sorted(self.payment_methods)}"
+            )
         return self
 
 

@@ -20,6 +20,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fee": "fee {fee}",
         "method_card": "Card",
         "method_wallet": "E-wallet",
+        "method_bank_transfer": "Bank transfer",
+        "method_mobile_money": "Mobile money",
         "pay": "Continue to payment",
         "status_pending": "Waiting for your payment…",
         "status_paid": "Payment received. Adding it to your balance…",
@@ -79,6 +81,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fee": "такса {fee}",
         "method_card": "Карта",
         "method_wallet": "Електронен портфейл",
+        "method_bank_transfer": "Банков превод",
+        "method_mobile_money": "Мобилни пари",
         "pay": "Към плащането",
         "status_pending": "Очакваме плащането ви…",
         "status_paid": "Плащането е получено. Добавяме го към баланса ви…",
@@ -174,10 +178,11 @@ class Translator:
     def __call__(self, key: str, **values: str) -> str:
         return self._messages.get(key, MESSAGES["en"][key]).format(**values)
 
-    def method(self, method: str) -> str:
-        """A payment method's name; a method without a translation shows as configured."""
+    def method(self, method: str, processor_name: str | None = None) -> str:
+        """A payment method's name: translated where the catalogue has it (generic names), else as the
+        processor names it (brands: "iDEAL"), else as configured."""
         key = f"method_{method}"
-        return self._messages.get(key, MESSAGES["en"].get(key, method))
+        return self._messages.get(key, MESSAGES["en"].get(key, processor_name or method))
 
     def percent(self, rate_bp: int) -> str:
         formatted: str = format_percent(Decimal(rate_bp) / 10_000, "#,##0.##%", locale=self.locale.replace("-", "_"))

@@ -157,6 +157,25 @@ def test_the_payment_link_request() -> None:
     assert "shopperLocale" not in without_locale
 
 
+def test_the_link_offers_only_the_method_the_driver_chose() -> None:
+    def allowed(method: str) -> object:
+        body = wire.payment_link_request(
+            merchant_account=MERCHANT,
+            reference=REFERENCE,
+            amount_minor=2500,
+            currency="EUR",
+            return_url="https://r",
+            description="d",
+            locale=None,
+            method=method,
+        )
+        return body.get("allowedPaymentMethods")
+
+    assert allowed("card") == ["scheme"]
+    assert allowed("bancontact") == ["bcmc"]
+    assert set(wire.ADYEN_PAYMENT_METHOD_TYPES) == set(AdyenSettings.payment_methods)
+
+
 @pytest.mark.parametrize(("reference", "amount_minor"), [("r" * 65, 100), ("", 100), (REFERENCE, 0), (REFERENCE, -5)])
 def test_a_link_request_adyen_would_not_take_is_refused(reference: str, amount_minor: int) -> None:
     with pytest.raises(ValueError):

@@ -131,3 +131,10 @@ def test_the_phone_prompt_texts() -> None:
         "Check your phone: approve the payment of €10.20"
     )
     assert "10,20 €" in Translator("bg")("status_pending_phone", amount="10,20 €")
+
+
+def test_a_method_is_named_by_the_catalogue_then_the_processor_then_its_id() -> None:
+    assert Translator("bg").method("card", "Card") == "Карта"  # generic: translated
+    assert Translator("de").method("card", "Card") == "Card"  # no German catalogue yet: English
+    assert Translator("bg").method("ideal", "iDEAL") == "iDEAL"  # a brand, as the processor names it
+    assert Translator("en").method("voucher") == "voucher"  # nothing known: as configured

@@ -603,3 +603,35 @@ def test_demo_refuses_a_csms_other_than_the_ledger(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as info:
         Settings.model_validate(_with(settings, csms=other))
     assert 'deployment: "demo" credits only the built-in ledger' in str(info.value)
+
+
+# --- payment methods ------------------------------------------------------------------------------
+
+
+def _paypal(methods: list[str]) -> dict[str, object]:
+    return {
+        "processor": "paypal",
+        "methods": methods,
+        "webhook_id": "8PT597110X687430LKGECATA",
+        "client_id": "c" * 24,
+        "client_secret": "s" * 24,
+    }
+
+
+def test_an_integration_offers_only_methods_its_processor_takes() -> None:
+    from services.payments.processors.paypal.config import PayPalSettings
+
+    assert PayPalSettings.model_validate(_paypal(["paypal"])).methods == ["paypal"]
+    with pytest.raises(ValidationError, match=r"paypal does not take \['card'\]; it takes \['paypal'\]"):
+        PayPalSettings.model_validate(_paypal(["paypal", "card"]))
+
+
+def test_every_processor_names_the_methods_it_takes() -> None:
+    """The page shows a method by the processor's name for it (or the catalogue's translation);
+    only the sandbox, which takes money from nobody, takes any method id."""
+    from services.payments.processors import ADAPTERS
+
+    for name, adapter in ADAPTERS.items():
+        names = adapter.config_type.payment_methods
+        assert (name == "sandbox") == (not names), name
+        assert all(isinstance(label, str) and label.strip() for label in names.values()), name

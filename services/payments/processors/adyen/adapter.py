@@ -121,6 +121,7 @@ class AdyenAdapter(ProcessorAdapter[AdyenSettings]):
                 return_url=request.return_url,
                 description=request.description,
                 locale=request.locale,
+                method=request.method,
             )
         except MoneyError as exc:
             raise ProcessorRefused(f"adyen cannot charge this amount: {exc}") from None

@@ -8,7 +8,8 @@ the same webhook; when set, a notification without them is refused)."""
 from __future__ import annotations
 
 import binascii
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -36,6 +37,25 @@ ADYEN_TEST_API = "https://checkout-test.adyen.com"
 
 
 class AdyenSettings(IntegrationSettings):
+    payment_methods: ClassVar[Mapping[str, str]] = {
+        "card": "Card",
+        "ideal": "iDEAL",
+        "bancontact": "Bancontact",
+        "bancontact_mobile": "Payconiq by Bancontact",
+        "blik": "BLIK",
+        "eps": "EPS",
+        "klarna": "Klarna",
+        "mbway": "MB WAY",
+        "mobilepay": "MobilePay",
+        "paypal": "PayPal",
+        "swish": "Swish",
+        "twint": "TWINT",
+        "vipps": "Vipps",
+        "trustly": "Trustly",
+        "applepay": "Apple Pay",
+        "googlepay": "Google Pay",
+    }
+
     processor: Literal["adyen"]
     # Checkout API base, without the version. The default is Adyen's test environment; live uses the
     # company's live URL prefix: https://{PREFIX}-checkout-live.adyenpayments.com/checkout (Customer

@@ -111,6 +111,28 @@ def from_adyen_value(value: object, currency: str) -> int:
 # --- requests -----------------------------------------------------------------------------------
 
 
+# Our method ids → Adyen's payment method types (docs.adyen.com/payment-methods: each method's "type"
+# in API requests), for ``allowedPaymentMethods``: the link offers only the driver's choice.
+ADYEN_PAYMENT_METHOD_TYPES: Final[Mapping[str, str]] = {
+    "card": "scheme",
+    "ideal": "ideal",
+    "bancontact": "bcmc",
+    "bancontact_mobile": "bcmc_mobile",
+    "blik": "blik",
+    "eps": "eps",
+    "klarna": "klarna",
+    "mbway": "mbway",
+    "mobilepay": "mobilepay",
+    "paypal": "paypal",
+    "swish": "swish",
+    "twint": "twint",
+    "vipps": "vipps",
+    "trustly": "trustly",
+    "applepay": "applepay",
+    "googlepay": "googlepay",
+}
+
+
 def payment_link_request(
     *,
     merchant_account: str,
@@ -120,6 +142,7 @@ def payment_link_request(
     return_url: str,
     description: str,
     locale: str | None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """The body of ``POST /paymentLinks``. ``reference`` is also the Idempotency-Key, so it must fit one."""
     if not reference or len(reference) > IDEMPOTENCY_KEY_MAX_LEN:
@@ -135,6 +158,9 @@ def payment_link_request(
     }
     if locale:
         body["shopperLocale"] = locale
+    method_type = ADYEN_PAYMENT_METHOD_TYPES.get(method or "")
+    if method_type is not None:
+        body["allowedPaymentMethods"] = [method_type]
     return body
 
 

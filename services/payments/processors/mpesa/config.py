@@ -20,6 +20,7 @@ Daraja is reported to refuse callback URLs containing words such as ``mpesa``, `
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -32,6 +33,7 @@ SANDBOX_API = "https://sandbox.safaricom.co.ke"
 
 class MpesaSettings(IntegrationSettings):
     asks_driver_phone: ClassVar[bool] = True  # the STK push goes to the driver's phone
+    payment_methods: ClassVar[Mapping[str, str]] = {"mpesa": "M-Pesa"}
 
     processor: Literal["mpesa"]
     api_base_url: str = Field(default=PRODUCTION_API, pattern=r"^https?://[^?#@\s]+$")

@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -22,6 +23,9 @@ SANDBOX_API_BASE_URL = "https://api-m.sandbox.paypal.com"
 
 
 class PayPalSettings(IntegrationSettings):
+    # Orders v2 with ``payment_source.paypal``: the PayPal wallet (and what PayPal offers inside it).
+    payment_methods: ClassVar[Mapping[str, str]] = {"paypal": "PayPal"}
+
     processor: Literal["paypal"]
     api_base_url: str = Field(default=LIVE_API_BASE_URL, pattern=r"^https?://[^?#@\s]+$")
     webhook_id: str = Field(pattern=r"^[A-Za-z0-9]{1,50}$")

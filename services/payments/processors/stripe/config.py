@@ -11,7 +11,8 @@ Secrets (``EVTOPUP__INTEGRATIONS__<ID>__SECRET_KEY`` / ``…__WEBHOOK_SECRET``):
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -28,6 +29,58 @@ def _prefixed(value: SecretStr, prefixes: tuple[str, ...], what: str) -> SecretS
 
 
 class StripeSettings(IntegrationSettings):
+    # Checkout's ``payment_method_types`` (docs.stripe.com/api/checkout/sessions/create), our method id
+    # being Stripe's own, each with the name Stripe's Checkout shows.
+    payment_methods: ClassVar[Mapping[str, str]] = {
+        "acss_debit": "Pre-authorized debit",
+        "affirm": "Affirm",
+        "afterpay_clearpay": "Afterpay / Clearpay",
+        "alipay": "Alipay",
+        "alma": "Alma",
+        "amazon_pay": "Amazon Pay",
+        "au_becs_debit": "BECS Direct Debit",
+        "bacs_debit": "Bacs Direct Debit",
+        "bancontact": "Bancontact",
+        "billie": "Billie",
+        "blik": "BLIK",
+        "boleto": "Boleto",
+        "card": "Card",
+        "cashapp": "Cash App Pay",
+        "customer_balance": "Bank transfer",
+        "eps": "EPS",
+        "fpx": "FPX",
+        "giropay": "giropay",
+        "grabpay": "GrabPay",
+        "ideal": "iDEAL",
+        "kakao_pay": "Kakao Pay",
+        "klarna": "Klarna",
+        "konbini": "Konbini",
+        "kr_card": "Korean card",
+        "link": "Link",
+        "mobilepay": "MobilePay",
+        "multibanco": "Multibanco",
+        "naver_pay": "Naver Pay",
+        "oxxo": "OXXO",
+        "p24": "Przelewy24",
+        "pay_by_bank": "Pay by Bank",
+        "payco": "PAYCO",
+        "paynow": "PayNow",
+        "paypal": "PayPal",
+        "payto": "PayTo",
+        "pix": "Pix",
+        "promptpay": "PromptPay",
+        "revolut_pay": "Revolut Pay",
+        "samsung_pay": "Samsung Pay",
+        "satispay": "Satispay",
+        "sepa_debit": "SEPA Direct Debit",
+        "sofort": "Sofort",
+        "swish": "Swish",
+        "twint": "TWINT",
+        "us_bank_account": "ACH Direct Debit",
+        "wechat_pay": "WeChat Pay",
+        "zip": "Zip",
+    }
+
     processor: Literal["stripe"]
     api_base_url: str = Field(default=STRIPE_API_BASE_URL, pattern=r"^https?://[^?#@\s]+$")
     secret_key: PaymentsSecret

@@ -33,6 +33,7 @@ from services.payments.processors.base import (
     ProcessorEvent,
     RefundRequest,
 )
+from services.payments.processors.stripe.config import StripeSettings
 from shared.money import MoneyError, currency_exponent, from_major, require_minor, to_major
 
 # Requests pin an API version so that the answers' shape does not follow the account's default. The
@@ -64,13 +65,7 @@ STRIPE_CHECKOUT_LOCALES: Final = _words(
 # Checkout's payment method types (processors.md §1.e, from Stripe's OpenAPI). A configured method
 # named like one of them restricts the session to it; any other name leaves the choice to the
 # payment methods enabled in the Dashboard.
-STRIPE_PAYMENT_METHOD_TYPES: Final = _words(
-    "acss_debit affirm afterpay_clearpay alipay alma amazon_pay au_becs_debit bacs_debit bancontact "
-    "billie blik boleto card cashapp customer_balance eps fpx giropay grabpay ideal kakao_pay klarna "
-    "konbini kr_card link mobilepay multibanco naver_pay oxxo p24 pay_by_bank payco paynow paypal payto "
-    "pix promptpay revolut_pay samsung_pay satispay sepa_debit sofort swish twint us_bank_account "
-    "wechat_pay zip"
-)
+STRIPE_PAYMENT_METHOD_TYPES: Final = frozenset(StripeSettings.payment_methods)
 # Stripe's metadata values hold at most 500 characters (docs.stripe.com/api/metadata).
 METADATA_VALUE_MAX = 500
 
