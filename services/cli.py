@@ -26,6 +26,7 @@ from services.crediting.csms.ampeco.client import AmpecoClient
 from services.crediting.csms.ampeco.tenant import TenantMismatch, prepare_tenant
 from services.crediting.domain import RefusedAction, RefusedCredit
 from services.crediting.store import InsufficientBalance
+from services.integrations import RELOAD_ORDER, integrations_command, reload_services
 from services.page import app as page_app
 from services.page.launch import issue_launch_token
 from services.payments import app as payments_app
@@ -151,12 +152,19 @@ def service_environment(service: str) -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name not in withheld}
 
 
+def reload_command(settings: Settings) -> int:
+    answers = asyncio.run(reload_services(settings))
+    for answer in answers:
+        print(f"{answer.service}: {'reloaded' if answer.reloaded else 'NOT reloaded'}: {answer.detail}")
+    return 0 if len(answers) == len(RELOAD_ORDER) and all(a.reloaded for a in answers) else 1
+
+
 def run_all(settings: Settings, config_path: str | None, launch_user: str | None) -> int:
     """Run the three services as child processes, each given only its own secrets; Ctrl-C or
-    SIGTERM stops them all."""
+    SIGTERM stops them all, SIGHUP reloads their ``[integrations]`` (as ``evtopup reload``)."""
     base = [sys.executable, "-m", "services.cli"] + (["--config", config_path] if config_path else [])
     children = {name: subprocess.Popen([*base, "run", name], env=service_environment(name)) for name in SERVICES}
-    stopping = False
+    stopping = reloading = False
     if launch_user is not None and _wait_ready(settings, READY_TIMEOUT_S):
         url = launch_url(settings, launch_user, None, settings.launch.token_max_age_s)
         print(f"\nevtopup is running. Open this launch URL (new one: make launch-url):\n{url}\n", flush=True)
@@ -165,10 +173,18 @@ def run_all(settings: Settings, config_path: str | None, launch_user: str | None
         nonlocal stopping
         stopping = True
 
+    def reload(_signum: int, _frame: object) -> None:
+        nonlocal reloading
+        reloading = True
+
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, reload)
     exit_code = 0
     while not stopping:
+        if reloading:
+            reloading = False
+            reload_command(settings)
         for name, child in children.items():
             if child.poll() is not None:
                 print(f"evtopup: {name} exited with {child.returncode}; stopping the others", file=sys.stderr)
@@ -279,6 +295,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "receivables", help="what drivers owe: reversals their balance could not give back (JSON lines)"
+    )
+    integrations = commands.add_parser(
+        "integrations", help="each integration's state: active, draining (with what is still open), retired"
+    )
+    integrations.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    commands.add_parser(
+        "reload", help="have the running services take a changed [integrations] (payments, crediting, then page)"
     )
     add_reconcile_parser(commands)
     return parser
@@ -437,6 +460,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(refund_command(settings, args))
         elif args.command == "receivables":
             asyncio.run(receivables_command(settings))
+        elif args.command == "integrations":
+            return asyncio.run(integrations_command(settings, args.json))
+        elif args.command == "reload":
+            return reload_command(settings)
         elif args.command in ("deliveries", "adjust"):
             asyncio.run(delivery_commands(settings, args))
         elif args.service == "all":
@@ -445,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _check_ports_free(settings, [args.service])
             with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(serve(args.service, settings, SERVICES[args.service]))
+                asyncio.run(serve(args.service, settings, SERVICES[args.service], args.config))
     except (
         ConfigError,
         CliError,

@@ -1,6 +1,7 @@
 """The life of one service process: database pool, broker connection, outbox relay, retention
-janitor, HTTP site, background tasks, and a clean stop on SIGTERM or Ctrl-C: consumers cancelled and
-their handlers finished first, then background tasks, the broker connection, and the pool last."""
+janitor, HTTP site, background tasks, a reload of ``[integrations]`` on SIGHUP or ``POST /reload`` (the
+internal port), and a clean stop on SIGTERM or Ctrl-C: consumers cancelled and their handlers finished
+first, then background tasks, the broker connection, and the pool last."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from shared.http import add_health_routes, service_middleware, start_site
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.retention import INBOX_RETENTION_SQL, Janitor, RetentionRule
-from shared.settings import Settings
+from shared.settings import ConfigError, Settings, apply_reload, changed_integrations, reloaded_settings
 
 log = get_logger(__name__)
 
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
+ReloadHook = Callable[[frozenset[str]], Awaitable[None]]
 # How long a stop waits for the message handlers and RPCs already running to finish.
 CONSUMER_STOP_TIMEOUT_S = 10.0
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -57,9 +59,12 @@ def migration_components(service: str) -> dict[str, Path]:
 class Runtime:
     """What a service's ``build`` function gets to wire its routes, consumers and tasks onto."""
 
-    def __init__(self, name: str, settings: Settings) -> None:
+    def __init__(self, name: str, settings: Settings, config_path: str | None = None) -> None:
         self.name = name
         self.settings = settings
+        self.config_path = config_path  # None: $EVTOPUP_CONFIG, as at the start
+        self._reload_hooks: list[ReloadHook] = []
+        self._reloading = asyncio.Lock()
         self.pool: asyncpg.Pool
         self.connection: AbstractRobustConnection
         self.exchange: AbstractExchange
@@ -90,6 +95,7 @@ class Runtime:
         self.app[POOL_KEY] = self.pool
         self.app[SETTINGS_KEY] = self.settings
         add_health_routes(self.internal_app, [self._database_ready, self._broker_ready])
+        self.internal_app.router.add_post("/reload", self._reload_endpoint)
 
     @property
     def broker_user(self) -> str:
@@ -118,6 +124,38 @@ class Runtime:
     def add_consumer(self, consumer: amqp.Consumer) -> None:
         """A started consumer (IdempotentConsumer, RpcServer) to stop first on shutdown."""
         self._consumers.append(consumer)
+
+    def on_reload(self, hook: ReloadHook) -> None:
+        """``hook(changed)`` after a reload has added or changed the integrations ``changed``."""
+        self._reload_hooks.append(hook)
+
+    async def reload(self) -> frozenset[str]:
+        """Read the configuration again and take its ``[integrations]`` (the integrations it added or
+        changed are returned); ConfigError, with nothing changed, if it cannot be taken."""
+        async with self._reloading:
+            new = reloaded_settings(self.settings, self.config_path, service=self.name)
+            changed = changed_integrations(self.settings, new)
+            apply_reload(self.settings, new)
+            for hook in self._reload_hooks:
+                await hook(changed)
+            active = sorted(i for i, s in self.settings.integrations.items() if s.active)
+            log.info("settings_reloaded", changed=sorted(changed), active=active)
+            return changed
+
+    async def reload_logged(self) -> None:
+        """SIGHUP's reload: a refusal is logged, and the service goes on as it was."""
+        try:
+            await self.reload()
+        except ConfigError as exc:
+            log.error("settings_reload_refused", reason=str(exc))
+
+    async def _reload_endpoint(self, _request: web.Request) -> web.Response:
+        try:
+            changed = await self.reload()
+        except ConfigError as exc:
+            log.error("settings_reload_refused", reason=str(exc))
+            return web.json_response({"service": self.name, "reloaded": False, "error": str(exc)}, status=409)
+        return web.json_response({"service": self.name, "reloaded": True, "changed": sorted(changed)})
 
     def add_retention(self, name: str, sql: str, days: float) -> None:
         """Have the janitor run ``sql`` every ``retention.interval_s``: it removes (or clears) at most
@@ -149,13 +187,13 @@ class Runtime:
 Build = Callable[[Runtime], Awaitable[None]]
 
 
-async def serve(name: str, settings: Settings, build: Build) -> None:
+async def serve(name: str, settings: Settings, build: Build, config_path: str | None = None) -> None:
     configure_logging(name, settings.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runtime = Runtime(name, settings)
+    runtime = Runtime(name, settings, config_path)
     runners: list[web.AppRunner] = []
     try:
         await runtime.start()
@@ -165,6 +203,7 @@ async def serve(name: str, settings: Settings, build: Build) -> None:
         runners.append(
             await start_site(runtime.internal_app, settings.services.internal_host, internal_port(settings, name))
         )
+        loop.add_signal_handler(signal.SIGHUP, lambda: runtime.spawn(runtime.reload_logged()))
         log.info("service_started", port=service_port(settings, name), internal_port=internal_port(settings, name))
         await stop.wait()
         log.info("service_stopping")

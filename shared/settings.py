@@ -62,6 +62,13 @@ class WithheldSecret(SecretStr):
     def get_secret_value(self) -> str:
         raise RuntimeError("this secret belongs to another service and was not loaded")
 
+    # Two configurations compare equal where both withhold a secret (a reload compares them).
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WithheldSecret)
+
+    def __hash__(self) -> int:
+        return hash(WithheldSecret)
+
 
 PageSecret = Annotated[SecretStr, SecretFor(frozenset({"page"}))]
 PaymentsSecret = Annotated[SecretStr, SecretFor(frozenset({"payments"}))]
@@ -231,6 +238,9 @@ def processor_settings() -> Mapping[str, type[IntegrationSettings]]:
 
 
 def _integration_model(entry: Mapping[str, Any]) -> type[IntegrationSettings]:
+    if "processor" not in entry:
+        # Typically an integration removed from the file whose secrets are still in the environment.
+        raise ValueError("no processor: is this integration only in the environment (its secrets), not in the file?")
     processor = entry.get("processor")
     models = processor_settings()
     if not isinstance(processor, str) or processor not in models:
@@ -711,3 +721,53 @@ def load_settings(
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         # Whole-file rules name their keys in the message itself.
         raise ConfigError(f"{key}: {message}{more}" if key else f"{message}{more}") from None
+
+
+# What a running service takes from a reload (SIGHUP, ``evtopup reload``); anything else needs a restart.
+RELOADABLE_SECTIONS = frozenset({"integrations"})
+# What may not change for an integration that payments already hold: their money was taken under it.
+_FIXED_PER_INTEGRATION = ("processor", "environment")
+
+
+def reloaded_settings(
+    current: Settings, path: str | Path | None, environ: Mapping[str, str] | None = None, *, service: str | None
+) -> Settings:
+    """The configuration read again, if a running service can take it: only ``[integrations]`` may
+    differ; an integration may be added, switched on or off (``active``), or given new credentials or
+    methods, but never removed (its payments' webhooks, polling, refunds and disputes need it) and
+    never moved to another processor or environment. ConfigError says what stands in the way."""
+    new = load_settings(path, environ, service=service)
+    needs_restart = sorted(
+        name
+        for name in Settings.model_fields
+        if name not in RELOADABLE_SECTIONS and getattr(new, name) != getattr(current, name)
+    )
+    if needs_restart:
+        raise ConfigError(f"{', '.join(needs_restart)}: changed, and only [integrations] is reloaded; restart to apply")
+    removed = sorted(set(current.integrations) - set(new.integrations))
+    if removed:
+        raise ConfigError(
+            f"integrations: {removed} removed; set active = false instead and remove them with a restart once"
+            " `evtopup integrations` shows them retired and no refund or dispute can still come"
+        )
+    for integration_id, integration in current.integrations.items():
+        for key in _FIXED_PER_INTEGRATION:
+            if getattr(new.integrations[integration_id], key) != getattr(integration, key):
+                raise ConfigError(
+                    f"integrations.{integration_id}.{key}: cannot change under the payments made with it;"
+                    " add a new integration instead"
+                )
+    return new
+
+
+def changed_integrations(current: Settings, new: Settings) -> frozenset[str]:
+    """The integrations a reload adds or changes."""
+    return frozenset(i for i, integration in new.integrations.items() if current.integrations.get(i) != integration)
+
+
+def apply_reload(current: Settings, new: Settings) -> None:
+    """Make ``current`` hold ``new``'s integrations. In place, on purpose: every part of a service
+    holds the one ``Settings`` it started with, and each reads ``integrations`` when it needs it, so
+    all see the change at once (between two awaits: nothing sees half of it)."""
+    current.integrations.clear()
+    current.integrations.update(new.integrations)

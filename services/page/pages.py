@@ -193,7 +193,9 @@ def _form_page(
             parts = [t.money(fee.fixed_minor, settings.operator.currency)] if fee.fixed_minor else []
             parts += [t.percent(fee.rate_bp)] if fee.rate_bp else []
             fee_text = t("fee", fee=" + ".join(parts))
-        methods.append({"id": method, "label": t.method(method, integration.payment_methods.get(method)), "fee": fee_text})
+        methods.append(
+            {"id": method, "label": t.method(method, integration.payment_methods.get(method)), "fee": fee_text}
+        )
     package_ids = [p.id for p in settings.amounts.packages]
     method_ids = [m["id"] for m in methods]
     selected_package = submitted.get("package_id", package_ids[0] if package_ids else "")

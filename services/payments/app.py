@@ -11,8 +11,8 @@ from services.payments import consumers, refunds, service, store, sweeper, webho
 from services.payments.checkout_rpc import checkout_handler
 from services.payments.metrics import UNKNOWN_EVENTS_REEXAMINED
 from services.payments.periodic import run_every
-from services.payments.poller import run_poller
-from services.payments.processors import build_adapters
+from services.payments.poller import gauge_loop, poll_loop
+from services.payments.processors import build_adapter, build_adapters
 from services.payments.processors.sandbox.hosted import SandboxProcessor
 from shared.amqp import CHECKOUT_RPC_QUEUE, PAYMENTS_QUEUE, IdempotentConsumer, RpcServer, trusted_publishers
 from shared.messages import CreditApplied
@@ -53,7 +53,21 @@ async def build(runtime: Runtime) -> None:
     )
     await credit_events.start(runtime.connection, settings.amqp.prefetch)
     runtime.add_consumer(credit_events)
-    runtime.spawn(run_poller(pool, adapters, healing))
+    for integration_id in adapters:
+        runtime.spawn(poll_loop(pool, adapters, integration_id, healing))
+    runtime.spawn(gauge_loop(pool, adapters, healing))
+
+    async def take_reloaded_integrations(changed: frozenset[str]) -> None:
+        # The one adapters mapping is shared by the webhook routes, the checkout RPC, the poller and
+        # the refund dispatcher: an added integration is served, and a changed one (credentials,
+        # methods, ``active``) uses its new settings, from the next request on.
+        for integration_id in sorted(changed):
+            added = integration_id not in adapters
+            adapters[integration_id] = build_adapter(integration_id, settings, http)
+            if added:
+                runtime.spawn(poll_loop(pool, adapters, integration_id, healing))
+
+    runtime.on_reload(take_reloaded_integrations)
     runtime.spawn(
         run_every(
             "credit_sweeper", healing.sweep_interval_s, functools.partial(sweeper.reannounce_uncredited, pool, healing)
@@ -63,7 +77,7 @@ async def build(runtime: Runtime) -> None:
         run_every(
             "uncredited_gauge",
             healing.sweep_interval_s,
-            functools.partial(sweeper.update_uncredited_gauge, pool, list(adapters), healing),
+            functools.partial(sweeper.update_uncredited_gauge, pool, adapters, healing),
         )
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Iterable, Mapping
 
 import asyncpg
 
@@ -28,8 +29,12 @@ log = get_logger(__name__)
 POLL_CONCURRENCY = 10
 
 
-async def poll_integration_once(pool: asyncpg.Pool, adapter: AnyAdapter, settings: PaymentsSettings) -> bool:
-    """Poll one batch of the integration's due payments; True if the batch was full."""
+async def poll_integration_once(
+    pool: asyncpg.Pool, adapters: Mapping[str, AnyAdapter], integration_id: str, settings: PaymentsSettings
+) -> bool:
+    """Poll one batch of the integration's due payments; True if the batch was full. The adapter is
+    looked up each time: a reload may have replaced it (new credentials)."""
+    adapter = adapters[integration_id]
     lease_s = domain.poll_lease_s(
         settings.poll_call_timeout_s, settings.poll_batch, POLL_CONCURRENCY, settings.poll_interval_s
     )
@@ -95,7 +100,7 @@ async def _poll_payment(
         return "failed"
 
 
-async def update_gauges(pool: asyncpg.Pool, integration_ids: list[str]) -> bool:
+async def update_gauges(pool: asyncpg.Pool, integration_ids: Iterable[str]) -> bool:
     open_payments = await store.open_payments_by_integration(pool)
     for integration_id in {*integration_ids, *open_payments}:
         stats = open_payments.get(integration_id, store.OpenPayments(0, 0.0))
@@ -104,16 +109,17 @@ async def update_gauges(pool: asyncpg.Pool, integration_ids: list[str]) -> bool:
     return False
 
 
-async def run_poller(pool: asyncpg.Pool, adapters: dict[str, AnyAdapter], settings: PaymentsSettings) -> None:
-    loops = [
-        run_every(
-            f"poll_{integration_id}",
-            settings.poll_interval_s,
-            functools.partial(poll_integration_once, pool, adapter, settings),
-        )
-        for integration_id, adapter in adapters.items()
-    ]
-    loops.append(
-        run_every("payment_gauges", settings.poll_interval_s, functools.partial(update_gauges, pool, list(adapters)))
+async def poll_loop(
+    pool: asyncpg.Pool, adapters: Mapping[str, AnyAdapter], integration_id: str, settings: PaymentsSettings
+) -> None:
+    """The integration's own polling, for as long as the service runs: a draining integration (no
+    longer active) is polled until its last payment settles, and then finds nothing due."""
+    await run_every(
+        f"poll_{integration_id}",
+        settings.poll_interval_s,
+        functools.partial(poll_integration_once, pool, adapters, integration_id, settings),
     )
-    await asyncio.gather(*loops)
+
+
+async def gauge_loop(pool: asyncpg.Pool, adapters: Mapping[str, AnyAdapter], settings: PaymentsSettings) -> None:
+    await run_every("payment_gauges", settings.poll_interval_s, functools.partial(update_gauges, pool, adapters))

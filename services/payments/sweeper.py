@@ -5,6 +5,8 @@ one with ``credit.applied`` again, so the sweeper converges."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import asyncpg
 
 from services.payments import domain, service, store
@@ -32,7 +34,9 @@ async def reannounce_uncredited(pool: asyncpg.Pool, settings: PaymentsSettings) 
     return len(due) == settings.poll_batch
 
 
-async def update_uncredited_gauge(pool: asyncpg.Pool, integration_ids: list[str], settings: PaymentsSettings) -> bool:
+async def update_uncredited_gauge(
+    pool: asyncpg.Pool, integration_ids: Iterable[str], settings: PaymentsSettings
+) -> bool:
     uncredited = await store.uncredited_by_integration(pool, settings.sweep_after_s)
     for integration_id in {*integration_ids, *uncredited}:
         PAYMENTS_UNCREDITED.labels(integration_id).set(uncredited.get(integration_id, 0))

@@ -9,7 +9,16 @@ import pytest
 from pydantic import ValidationError
 
 from shared.pricing import integration_for_user
-from shared.settings import ConfigError, CsmsSettings, IntegrationSettings, Settings, load_settings
+from shared.settings import (
+    ConfigError,
+    CsmsSettings,
+    IntegrationSettings,
+    Settings,
+    apply_reload,
+    changed_integrations,
+    load_settings,
+    reloaded_settings,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_TOML = (REPO / "config" / "demo.toml").read_text()
@@ -635,3 +644,74 @@ def test_every_processor_names_the_methods_it_takes() -> None:
         names = adapter.config_type.payment_methods
         assert (name == "sandbox") == (not names), name
         assert all(isinstance(label, str) and label.strip() for label in names.values()), name
+
+
+# --- reloading [integrations] ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["page", "payments", "crediting", None])
+def test_a_reload_takes_added_and_changed_integrations(tmp_path: Path, service: str | None) -> None:
+    current = load_settings(write_config(tmp_path), SECRETS, service=service)
+    text = DEMO_TOML + TEST_INTEGRATION
+    new = reloaded_settings(
+        current, write_config(tmp_path, text), {**SECRETS, **TEST_INTEGRATION_SECRETS}, service=service
+    )
+    assert changed_integrations(current, new) == {"sandbox_test"}
+    held = current.integrations
+    apply_reload(current, new)
+    assert current.integrations is held  # in place: whoever holds the settings sees the change
+    assert set(current.integrations) == {"sandbox_demo", "sandbox_test"}
+    rotated = reloaded_settings(
+        current,
+        write_config(tmp_path, text),
+        {
+            **SECRETS,
+            **TEST_INTEGRATION_SECRETS,
+            "EVTOPUP__INTEGRATIONS__SANDBOX_TEST__API_KEY": "a-rotated-api-key-value",
+        },
+        service=service,
+    )
+    # Another service's secret is withheld, so its rotation is not this service's change.
+    assert changed_integrations(current, rotated) == ({"sandbox_test"} if service in ("payments", None) else set())
+
+
+def test_a_reload_with_nothing_changed_changes_nothing(tmp_path: Path) -> None:
+    current = load_settings(write_config(tmp_path), SECRETS, service="page")
+    assert (
+        changed_integrations(current, reloaded_settings(current, write_config(tmp_path), SECRETS, service="page"))
+        == set()
+    )
+
+
+def _current_with_test_integration(tmp_path: Path) -> Settings:
+    env = {**SECRETS, **TEST_INTEGRATION_SECRETS}
+    return load_settings(write_config(tmp_path, DEMO_TOML + TEST_INTEGRATION), env, service="payments")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            DEMO_TOML.replace('name = "Demo Charging"', 'name = "Other Charging"') + TEST_INTEGRATION,
+            "operator: changed, and only [integrations] is reloaded; restart to apply",
+        ),
+        (DEMO_TOML, "integrations: ['sandbox_test'] removed; set active = false instead"),
+        (
+            DEMO_TOML
+            + TEST_INTEGRATION.replace(
+                'environment = "test"\nactive = true', 'environment = "production"\nactive = false'
+            ),
+            "integrations.sandbox_test.environment: cannot change under the payments made with it",
+        ),
+        (DEMO_TOML + TEST_INTEGRATION.replace("methods = [", "methods = 3 #"), "integrations.sandbox_test.methods"),
+    ],
+)
+def test_a_reload_refuses_what_a_running_service_cannot_take(tmp_path: Path, text: str, message: str) -> None:
+    current = _current_with_test_integration(tmp_path)
+    before = dict(current.integrations)
+    # An integration removed from the file has its secrets removed from the environment too.
+    env = {**SECRETS, **TEST_INTEGRATION_SECRETS} if "sandbox_test" in text else SECRETS
+    with pytest.raises(ConfigError) as refused:
+        reloaded_settings(current, write_config(tmp_path, text), env, service="payments")
+    assert str(refused.value).startswith(message)
+    assert current.integrations == before

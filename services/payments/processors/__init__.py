@@ -30,9 +30,11 @@ ADAPTERS: dict[str, type[AnyAdapter]] = {
 }
 
 
+def build_adapter(integration_id: str, settings: Settings, http: aiohttp.ClientSession) -> AnyAdapter:
+    integration = settings.integrations[integration_id]
+    return ADAPTERS[integration.processor](integration_id, integration, settings.services, http)
+
+
 def build_adapters(settings: Settings, http: aiohttp.ClientSession) -> dict[str, AnyAdapter]:
     """One adapter per configured integration, keyed by integration id."""
-    return {
-        integration_id: ADAPTERS[integration.processor](integration_id, integration, settings.services, http)
-        for integration_id, integration in settings.integrations.items()
-    }
+    return {integration_id: build_adapter(integration_id, settings, http) for integration_id in settings.integrations}
