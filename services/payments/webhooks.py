@@ -71,10 +71,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         log.warning("webhook_signature_rejected", integration=integration_id, reason=str(exc))
         raise Problem(401, "Invalid signature") from None
     except ProcessorUnavailable as exc:
-        # The processor's own verification could not be asked: not a verdict, so the processor retries.
-        WEBHOOKS_RECEIVED.labels(integration_id, "unverifiable_now").inc()
-        log.warning("webhook_verification_unavailable", integration=integration_id, reason=str(exc))
-        raise Problem(503, "Verification unavailable, retry later") from None
+        raise _unavailable(integration_id, exc) from None
     except UNREADABLE as exc:
         raise _unreadable(integration_id, exc) from None
     try:
@@ -82,6 +79,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
     except MalformedWebhook as exc:
         WEBHOOKS_RECEIVED.labels(integration_id, "bad_request").inc()
         raise Problem(400, "Malformed webhook", str(exc)) from None
+    except ProcessorUnavailable as exc:
+        # Some processors' webhooks must be completed from their API (Paystack's refunds name no refund).
+        raise _unavailable(integration_id, exc) from None
     except UNREADABLE as exc:
         raise _unreadable(integration_id, exc) from None
     pool = request.app[POOL_KEY]
@@ -107,6 +107,13 @@ async def receive_webhook(request: web.Request) -> web.Response:
 # What an adapter should have turned into MalformedWebhook or InvalidSignature; RecursionError: JSON
 # nested deeper than any parser goes. Bytes anyone can post never make a 500.
 UNREADABLE = (RecursionError, ValueError, TypeError, KeyError, IndexError, ArithmeticError, UnicodeError)
+
+
+def _unavailable(integration_id: str, exc: ProcessorUnavailable) -> Problem:
+    """The processor's API could not be asked: not a verdict, so the processor is told to retry."""
+    WEBHOOKS_RECEIVED.labels(integration_id, "unverifiable_now").inc()
+    log.warning("webhook_verification_unavailable", integration=integration_id, reason=str(exc))
+    return Problem(503, "Verification unavailable, retry later")
 
 
 def _unreadable(integration_id: str, exc: BaseException) -> Problem:
