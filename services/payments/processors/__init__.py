@@ -14,9 +14,14 @@ from shared.settings import Settings
 PROCESSOR_PACKAGES = (
     "sandbox",
     "adyen",
+    "mercadopago",
+    "mollie",
     "mpesa",
     "paypal",
+    "paystack",
+    "razorpay",
     "stripe",
+    "xendit",
 )
 
 

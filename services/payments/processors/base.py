@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import uuid
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -267,6 +268,29 @@ class ProcessorAdapter(ABC, Generic[ConfigT]):
 
 # An adapter of whichever processor, as the payments service holds them.
 AnyAdapter = ProcessorAdapter[Any]
+
+VerifiedT = TypeVar("VerifiedT")
+
+
+class VerifiedHandover(Generic[VerifiedT]):
+    """What ``verify_webhook`` fetched to confirm a webhook (a payment, an invoice, the events),
+    handed to ``parse_webhook`` of the same request: a processor confirmed through its API (Mollie,
+    Xendit, Mercado Pago) is asked once per webhook. Keyed by the request object, which payments
+    passes to both; bounded, oldest out first, for requests whose parse never came (refused later)."""
+
+    def __init__(self, kept: int = 256) -> None:
+        self._kept: OrderedDict[int, tuple[WebhookRequest, VerifiedT]] = OrderedDict()
+        self._max = kept
+
+    def keep(self, request: WebhookRequest, verified: VerifiedT) -> None:
+        self._kept[id(request)] = (request, verified)
+        while len(self._kept) > self._max:
+            self._kept.popitem(last=False)
+
+    def take(self, request: WebhookRequest) -> VerifiedT | None:
+        """What was kept for this very request (None: fetch again), once."""
+        kept = self._kept.pop(id(request), None)
+        return kept[1] if kept is not None and kept[0] is request else None
 
 
 @dataclass(frozen=True)
