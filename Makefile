@@ -10,7 +10,7 @@ DEMO_USER ?= demo-user-1
 N ?= 5000
 RATE ?=
 
-.PHONY: run run-ampeco test lint bench mutation setup secrets launch-url clean
+.PHONY: run run-ampeco test lint bench mutation setup secrets launch-url clean new-processor
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ launch-url: $(STAMP) secrets
 test: $(STAMP)
 	scripts/ensure-servers.sh
 	$(BIN)/python -m pytest -q
+
+# A new processor from the template (services/payments/processors/_template): `make new-processor NAME=acmepay`.
+new-processor: $(STAMP)
+	@test -n "$(NAME)" || { echo "usage: make new-processor NAME=<name>" >&2; exit 2; }
+	$(BIN)/python scripts/new-processor $(NAME)
 
 lint: $(STAMP)
 	$(BIN)/ruff check services shared tests bench
