@@ -72,13 +72,14 @@ async def receive_webhook(request: web.Request) -> web.Response:
         raise Problem(401, "Invalid signature") from None
     except ProcessorUnavailable as exc:
         raise _unavailable(integration_id, exc) from None
+    except MalformedWebhook as exc:
+        raise _malformed(integration_id, exc) from None
     except UNREADABLE as exc:
         raise _unreadable(integration_id, exc) from None
     try:
         events = await adapter.parse_webhook(webhook)
     except MalformedWebhook as exc:
-        WEBHOOKS_RECEIVED.labels(integration_id, "bad_request").inc()
-        raise Problem(400, "Malformed webhook", str(exc)) from None
+        raise _malformed(integration_id, exc) from None
     except ProcessorUnavailable as exc:
         # Some processors' webhooks must be completed from their API (Paystack's refunds name no refund).
         raise _unavailable(integration_id, exc) from None
@@ -114,6 +115,11 @@ def _unavailable(integration_id: str, exc: ProcessorUnavailable) -> Problem:
     WEBHOOKS_RECEIVED.labels(integration_id, "unverifiable_now").inc()
     log.warning("webhook_verification_unavailable", integration=integration_id, reason=str(exc))
     return Problem(503, "Verification unavailable, retry later")
+
+
+def _malformed(integration_id: str, exc: MalformedWebhook) -> Problem:
+    WEBHOOKS_RECEIVED.labels(integration_id, "bad_request").inc()
+    return Problem(400, "Malformed webhook", str(exc))
 
 
 def _unreadable(integration_id: str, exc: BaseException) -> Problem:

@@ -132,6 +132,7 @@ async def test_a_checkout_is_a_payment_link_and_a_retry_returns_the_same_one(wor
         "returnUrl": "https://topup.example/return",
         "description": "EV top-up",
         "shopperLocale": "nl-NL",
+        "allowedPaymentMethods": ["scheme"],  # the driver chose a card
     }
 
 

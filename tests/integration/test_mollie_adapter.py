@@ -416,6 +416,19 @@ async def test_partial_refunds_are_confirmed_once_each(
         await adapter.refund(refund_request(checkout, 1, "rk-3"))
 
 
+async def test_a_refund_retried_after_mollies_24_hours_of_idempotency_is_still_one_refund(
+    adapter: MollieAdapter, sim: MollieSimulator, receiver: WebhookReceiver
+) -> None:
+    checkout = await paid(adapter, sim, receiver)
+    first = await adapter.refund(refund_request(checkout, 1000, "rk-late"))
+    sim._idempotency.clear()  # a day later: Mollie no longer knows the Idempotency-Key
+    again = await adapter.refund(refund_request(checkout, 1000, "rk-late"))
+    assert again.refund_id == first.refund_id
+    assert [r.amount_minor for r in sim.payments[checkout.processor_reference].refunds] == [1000]
+    other = await adapter.refund(refund_request(checkout, 1000, "rk-other"))
+    assert other.refund_id != first.refund_id
+
+
 async def test_a_failed_refund_gives_the_money_back(
     adapter: MollieAdapter, sim: MollieSimulator, receiver: WebhookReceiver
 ) -> None:

@@ -504,3 +504,14 @@ async def test_an_unknown_reference_is_refused_and_polling_needs_a_reference(ada
     for ref in (PaymentRef(), PaymentRef(processor_reference="../refund")):
         with pytest.raises(ProcessorRefused, match="reference"):
             await adapter.fetch_status(ref)
+
+
+async def test_stored_webhook_bodies_keep_nothing_about_the_driver(
+    adapter: PaystackAdapter, sim: PaystackSimulator, receiver: WebhookReceiver
+) -> None:
+    await paid(adapter, sim, receiver)
+    [delivered] = [w for w in receiver.delivered if b"charge.success" in w.body]
+    assert b'"ip_address"' in delivered.body and b'"authorization"' in delivered.body
+    stored = adapter.stored_body(delivered.body)
+    assert b"ip_address" not in stored and b"authorization" not in stored and b'"phone"' not in stored
+    assert json.loads(stored)["data"]["reference"] == json.loads(delivered.body)["data"]["reference"]

@@ -419,3 +419,24 @@ async def test_disputes_open_and_settle(
     assert (dispute_lost.cause_id, dispute_won.cause_id) == (lost, won)
     await asyncio.sleep(0.1)
     assert len(receiver.of(EventKind.DISPUTE_OPENED)) == 2  # the retrieval request moved nothing
+
+
+# --- stored bodies --------------------------------------------------------------------------------
+
+
+async def test_stored_webhook_bodies_keep_no_driver_contact_or_payment_details(
+    adapter: RazorpayAdapter, sim: RazorpaySimulator, receiver: WebhookReceiver
+) -> None:
+    checkout = await adapter.create_checkout(checkout_request(method="upi"))
+    await sim.act(checkout, "succeeded")
+    await receiver.wait_for(EventKind.SUCCEEDED, 2)  # payment.captured and payment_link.paid
+    stored = [adapter.stored_body(webhook.body) for webhook in receiver.delivered]
+    with_payment = [webhook.body for webhook in receiver.delivered if b'"contact"' in webhook.body]
+    assert with_payment, "the simulator sends the payment's contact details"
+    for body in stored:
+        assert b"+919000090000" not in body and b"void@razorpay.com" not in body and b"driver@upi" not in body
+        data = json.loads(body)
+        assert data["event"] and data["payload"]  # the rest is kept for audit
+    captured = next(json.loads(b) for b in stored if json.loads(b)["event"] == "payment.captured")
+    assert captured["payload"]["payment"]["entity"]["id"].startswith("pay_")
+    assert "contact" not in captured["payload"]["payment"]["entity"]

@@ -15,8 +15,12 @@ from aiohttp import web
 
 from services.payments import webhooks
 from services.payments.processors.base import (
+    MAX_AMOUNT_MINOR,
     Capabilities,
+    EventKind,
+    MalformedWebhook,
     NextStepKind,
+    PaymentRef,
     ProcessorEvent,
     ProcessorUnavailable,
     WebhookAck,
@@ -49,6 +53,8 @@ class UnreachableProcessor:
     async def verify_webhook(self, webhook: WebhookRequest) -> None:
         if self.down_at == "verify":
             raise ProcessorUnavailable("psp GET /verify failed: TimeoutError")
+        if self.down_at == "unreadable":
+            raise MalformedWebhook("the callback is not a JSON object")
 
     async def parse_webhook(self, webhook: WebhookRequest) -> list[ProcessorEvent]:
         if self.down_at == "parse":
@@ -83,3 +89,20 @@ async def test_the_processor_unreachable_is_a_503_so_it_retries(
         body = await response.json(content_type=None)
     assert body["title"] == "Verification unavailable, retry later"
     assert "psp" not in str(body)  # the reason is for the operator's log only
+
+
+async def test_a_body_an_adapter_cannot_read_while_verifying_is_a_400(
+    payments_webhooks: tuple[str, dict[str, Any]],
+) -> None:
+    url, adapters = payments_webhooks
+    adapters["psp_main"] = UnreachableProcessor("unreadable")
+    async with aiohttp.ClientSession() as http, http.post(url, data=b"\xff\xfe") as response:
+        assert response.status == 400
+        assert (await response.json(content_type=None))["title"] == "Malformed webhook"
+
+
+@pytest.mark.parametrize("amount", [-1, 2**63])
+def test_an_event_amount_no_column_can_hold_is_unreadable(amount: int) -> None:
+    with pytest.raises(MalformedWebhook):
+        ProcessorEvent("e1", PaymentRef("r"), EventKind.SUCCEEDED, amount, "EUR")
+    assert ProcessorEvent("e1", PaymentRef("r"), EventKind.SUCCEEDED, MAX_AMOUNT_MINOR, "EUR").amount_minor == 2**63 - 1

@@ -30,9 +30,11 @@ from services.payments.processors.base import (
     ProcessorUnavailable,
     Redirect,
     RefundRequest,
+    WebhookRequest,
 )
 from services.payments.processors.xendit import XenditAdapter
 from services.payments.processors.xendit.config import XenditSettings
+from services.payments.webhooks import UNREADABLE
 from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 from tests.simulators.xendit_sim import XenditSimulator
@@ -383,8 +385,59 @@ async def test_callbacks_of_other_products_are_acknowledged_with_no_events(
     va_paid = sim.webhook_request(b'{"id": "abc", "bank_code": "BCA", "account_number": "12345", "amount": 50000}')
     await adapter.verify_webhook(va_paid)
     assert await adapter.parse_webhook(va_paid) == []
+    xml = sim.webhook_request(b"<xml/>")
+    await adapter.verify_webhook(xml)  # nothing to confirm; parse refuses it
     with pytest.raises(MalformedWebhook):
-        await adapter.verify_webhook(sim.webhook_request(b"<xml/>"))
+        await adapter.parse_webhook(xml)
+
+
+async def payments_answer(adapter: XenditAdapter, request: WebhookRequest) -> int:
+    """The status payments' webhook endpoint (services/payments/webhooks.py) gives ``request``: it
+    maps only these exceptions of verify_webhook and parse_webhook; anything else is a 500."""
+    try:
+        await adapter.verify_webhook(request)
+    except InvalidSignature:
+        return 401
+    except ProcessorUnavailable:
+        return 503
+    except UNREADABLE:
+        return 400
+    except Exception:
+        return 500
+    try:
+        await adapter.parse_webhook(request)
+    except MalformedWebhook:
+        return 400
+    except ProcessorUnavailable:
+        return 503
+    except UNREADABLE:
+        return 400
+    except Exception:
+        return 500
+    return 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\xff\xfe\x00",
+        b"null",
+        b"[]",
+        b"1e999",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"amount": NaN}',
+        b'{"id": "abc", "external_id": "x", "status": "PENDING"}',
+        b'{"id": "../../v2/invoices", "external_id": "x", "status": "PAID"}',
+        b'{"id": "abc", "external_id": 5, "status": "PAID"}',
+        b'{"event": "refund.succeeded"}',
+        b'{"event": "refund.succeeded", "data": {"id": "../refunds?x=1"}}',
+    ],
+)
+async def test_hostile_bytes_with_the_right_token_are_a_400_never_a_500(
+    adapter: XenditAdapter, sim: XenditSimulator, body: bytes
+) -> None:
+    assert await payments_answer(adapter, sim.webhook_request(body)) == 400
 
 
 async def test_when_xendit_cannot_be_asked_the_callback_is_unavailable(

@@ -23,6 +23,7 @@ from services.payments.processors.base import (
     PaymentRef,
     RefundRequest,
 )
+from services.payments.processors.paystack import wire
 from services.payments.processors.paystack.config import PaystackSettings
 from services.payments.processors.paystack.wire import (
     PaystackDispute,
@@ -254,6 +255,31 @@ def test_requested_amount_is_the_amount_asked_for() -> None:
     tx = PaystackTransaction.from_json(transaction(amount=40333, requested_amount=30050))
     assert tx.amount_minor == 30050
     assert tx.payment == PaymentRef(REF, REF, {"transaction": "4099260516"})
+
+
+def test_a_requested_amount_above_what_was_charged_is_never_credited() -> None:
+    # Less taken than asked (a partial debit, a short transfer): the amount taken is stated, so that
+    # payments holds the payment for review instead of crediting the whole top-up.
+    tx = PaystackTransaction.from_json(transaction(amount=5000, requested_amount=250000))
+    assert tx.amount_minor == 5000
+    [ev] = events_of(event("charge.success", transaction(amount=5000, requested_amount=250000)))
+    assert (ev.kind, ev.amount_minor) == (EventKind.SUCCEEDED, 5000)
+
+
+def test_stored_bodies_keep_nothing_about_the_driver() -> None:
+    data = transaction(
+        ip_address="197.210.54.33",
+        customer={"id": 1, "email": "topup+x@cpo.example", "phone": "+2348012345678", "first_name": "Ada"},
+        authorization={"last4": "4081", "account_name": "ADA OBI", "sender_bank_account_number": "0123456789"},
+    )
+    body = event("charge.success", data)
+    kept = wire.body_without_driver(body)
+    for personal in (b"197.210.54.33", b"+2348012345678", b"Ada", b"ADA OBI", b"0123456789", b"4081"):
+        assert personal in body and personal not in kept
+    stored = json.loads(kept)
+    assert stored["event"] == "charge.success" and stored["data"]["reference"] == REF
+    assert stored["data"]["customer"] == {"id": 1, "email": "topup+x@cpo.example"}
+    assert wire.body_without_driver(b"\xff not json") == b""
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -78,6 +78,16 @@ class ProcessorEvent:
     reason: str | None = None
     cause_id: str | None = None
 
+    def __post_init__(self) -> None:
+        # Whatever an adapter read, an amount a bigint cannot hold (or below zero) is unreadable (400),
+        # never a database error (500) that the processor would retry for days.
+        if self.amount_minor is not None and not 0 <= self.amount_minor <= MAX_AMOUNT_MINOR:
+            raise MalformedWebhook(f"amount {self.amount_minor} is out of range")
+
+
+# What payments' bigint columns hold.
+MAX_AMOUNT_MINOR = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class WebhookRequest:

@@ -214,6 +214,12 @@ class MollieAdapter(ProcessorAdapter[MollieSettings]):
             payload = wire.create_refund_body(request)
         except MoneyError as exc:
             raise ProcessorRefused(f"mollie cannot refund this amount: {exc}") from None
+        # Mollie keeps an Idempotency-Key for 24 hours only: a retry after that (Mollie unreachable
+        # for a day after taking the first request, payments stopped meanwhile) would refund again.
+        # The refund key is in each refund's metadata, so a refund made for it already is that one.
+        for made in (await self._fetch(payment_id)).refunds:
+            if made.refund_key == request.refund_key:
+                return RefundAccepted(refund_id=made.id, status=made.status)
         path = f"{wire.PAYMENTS_PATH}/{quote(payment_id, safe='')}/refunds"
         body = await self._call("POST", path, payload=payload, idempotency_key=request.refund_key)
         try:

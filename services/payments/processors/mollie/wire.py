@@ -257,13 +257,22 @@ class MollieRefund:
     status: str
     amount_minor: int
     currency: str
+    refund_key: str | None = None  # ours, from ``metadata.refund_key`` (``create_refund_body``)
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> MollieRefund:
         if obj.get("resource", "refund") != "refund":
             raise WireError(f"expected a refund, got {obj.get('resource')!r}")
         amount_minor, currency = from_mollie_amount(obj.get("amount"), "refund amount")
-        return cls(_id(obj, REFUND_ID, "refund"), str(_text(obj, "status")), amount_minor, currency)
+        metadata = obj.get("metadata")
+        key = metadata.get("refund_key") if isinstance(metadata, Mapping) else None
+        return cls(
+            _id(obj, REFUND_ID, "refund"),
+            str(_text(obj, "status")),
+            amount_minor,
+            currency,
+            key if isinstance(key, str) and key else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -213,6 +213,9 @@ class PaystackAdapter(ProcessorAdapter[PaystackSettings]):
             raise MalformedWebhook(f"{event.event} names a transaction Paystack does not find: {exc}") from None
         return wire.refund_events(tx, await self._refunds_of(tx.id))
 
+    def stored_body(self, body: bytes) -> bytes:
+        return wire.body_without_driver(body)
+
     # -- refunds -------------------------------------------------------------------------------
 
     async def _refunds_of(self, transaction_id: str) -> list[wire.PaystackRefund]:

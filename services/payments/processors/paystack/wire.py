@@ -277,13 +277,16 @@ class PaystackTransaction:
         currency = paystack_currency(obj.get("currency"))
         # With fees passed to the customer, ``amount`` is the request plus Paystack's fee and
         # ``requested_amount`` the amount initialized (verify sample: 40333 charged, 30050 asked).
+        # Never more than was charged: a ``requested_amount`` above ``amount`` (less was taken than
+        # asked) states the amount taken, which payments then refuses to credit as the top-up.
+        charged = from_paystack_amount(obj.get("amount"), currency)
         stated = obj.get("requested_amount")
-        amount = stated if stated is not None else obj.get("amount")
+        requested = from_paystack_amount(stated, currency) if stated is not None else charged
         return cls(
             id=_object_id(obj.get("id"), "id"),
             reference=_get(obj, "reference", str),
             status=_get(obj, "status", str),
-            amount_minor=from_paystack_amount(amount, currency),
+            amount_minor=min(requested, charged),
             currency=currency,
             created_at_s=_timestamp(obj, "created_at", "createdAt"),
             gateway_response=_optional_str(obj, "gateway_response"),
@@ -410,6 +413,34 @@ def parse_answer(body: Any) -> PaystackAnswer:
         return PaystackAnswer(False, None, None)
     message = body.get("message")
     return PaystackAnswer(body.get("status") is True, message if isinstance(message, str) else None, body.get("data"))
+
+
+# --- what is kept -------------------------------------------------------------------------------
+
+# What Paystack's events say about the driver (charge.success and dispute samples: the customer's
+# names and phone, the IP address the checkout was paid from, the card or bank account and its holder
+# in ``authorization``): never kept in the stored webhook body (``processor_events.body``).
+DRIVER_DETAILS: Final = frozenset(
+    {"first_name", "last_name", "phone", "international_format_phone", "ip_address", "authorization"}
+)
+
+
+def _without_driver(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_driver(v) for k, v in value.items() if k not in DRIVER_DETAILS}
+    if isinstance(value, list):
+        return [_without_driver(item) for item in value]
+    return value
+
+
+def body_without_driver(body: bytes) -> bytes:
+    """The webhook body as kept for audit, ``DRIVER_DETAILS`` left out; a body that cannot be read is
+    not kept at all rather than kept whole."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return b""
+    return json.dumps(_without_driver(data), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -241,6 +241,9 @@ class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
     async def parse_webhook(self, request: WebhookRequest) -> list[ProcessorEvent]:
         return wire.razorpay_event_to_processor_events(request.body)
 
+    def stored_body(self, body: bytes) -> bytes:
+        return wire.body_without_driver(body)
+
     # --- polling ----------------------------------------------------------------------------------
 
     async def fetch_status(self, payment: PaymentRef) -> ProcessorEvent:

@@ -569,6 +569,32 @@ def _dispute_events(event: RazorpayEvent) -> list[ProcessorEvent]:
     ]
 
 
+# What Razorpay's checkout asks the driver and its webhooks repeat (webhooks/payments.md samples: the
+# payment's ``email``, ``contact``, ``vpa``, ``card``, ``bank_account``, ``upi``; a link's ``customer``):
+# never kept in the stored webhook body (``processor_events.body``).
+DRIVER_DETAILS: Final = frozenset(
+    {"email", "contact", "vpa", "phone", "customer", "customer_details", "card", "bank_account", "upi"}
+)
+
+
+def _without_driver(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_driver(v) for k, v in value.items() if k not in DRIVER_DETAILS}
+    if isinstance(value, list):
+        return [_without_driver(item) for item in value]
+    return value
+
+
+def body_without_driver(body: bytes) -> bytes:
+    """The webhook body as kept for audit: the driver's contact and payment details left out (see
+    ``DRIVER_DETAILS``). A body that cannot be read is not kept at all rather than kept whole."""
+    try:
+        data = json.loads(body, parse_float=Decimal)
+    except (ValueError, RecursionError):
+        return b""
+    return json.dumps(_without_driver(data), default=str, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def parse_razorpay_event(body: bytes) -> RazorpayEvent:
     try:
         # A float amount is refused, not rounded: numbers with a fraction stay Decimal and fail the checks.
