@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest_asyncio
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
@@ -18,6 +19,13 @@ from tests.harness import Stack, eventually, scratch_dsn
 
 TEST_QUEUE_PREFIX = "test."
 TEST_QUEUE_DELIVERY_LIMIT = 2
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for the test's own HTTP calls (to simulators, receivers, services)."""
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @dataclass

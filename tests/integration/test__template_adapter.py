@@ -33,7 +33,7 @@ from services.payments.processors.base import (
     RefundRequest,
 )
 from tests.simulators._template_sim import TemplateSimulator
-from tests.simulators.processor import ProcessorSimulator, serve
+from tests.simulators.processor import ProcessorSimulator, serve, simulated_settings
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
 # TEMPLATE: a currency and a method the processor takes.
@@ -56,22 +56,8 @@ async def sim(receiver: WebhookReceiver) -> AsyncIterator[TemplateSimulator]:
         await simulator.close()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def settings_for(sim: TemplateSimulator, **changes: Any) -> TemplateSettings:
-    values: dict[str, Any] = {
-        "processor": TemplateAdapter.name,
-        "methods": [METHOD],
-        "api_base_url": sim.base_url,
-        **sim.settings(),
-        **sim.secrets(),
-    }
-    values.update(changes)
-    return TemplateSettings(**values)
+    return simulated_settings(TemplateSettings, sim, [METHOD], **changes)
 
 
 def make_adapter(sim: TemplateSimulator, http: aiohttp.ClientSession, **changes: Any) -> TemplateAdapter:

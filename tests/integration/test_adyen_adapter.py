@@ -31,7 +31,7 @@ from services.payments.processors.base import (
     WebhookRequest,
 )
 from tests.simulators.adyen_sim import AdyenSimulator
-from tests.simulators.processor import ProcessorSimulator, serve
+from tests.simulators.processor import ProcessorSimulator, serve, simulated_settings
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
 
@@ -49,15 +49,7 @@ class World:
 
 
 def settings_for(sim: AdyenSimulator, **overrides: Any) -> AdyenSettings:
-    values: dict[str, Any] = {
-        "processor": "adyen",
-        "methods": ["card"],
-        "api_base_url": sim.base_url,
-        **sim.settings(),
-        **sim.secrets(),
-        **overrides,
-    }
-    return AdyenSettings.model_validate(values)
+    return simulated_settings(AdyenSettings, sim, ["card"], **overrides)
 
 
 @pytest_asyncio.fixture

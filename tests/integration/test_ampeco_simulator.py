@@ -72,12 +72,6 @@ async def sim() -> AsyncIterator[AmpecoSimulator]:
         yield started
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 @dataclass
 class Reply:
     status: int

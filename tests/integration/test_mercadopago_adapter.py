@@ -37,7 +37,7 @@ from services.payments.processors.base import (
 from services.payments.processors.mercadopago import MercadoPagoAdapter
 from services.payments.processors.mercadopago.config import MercadoPagoSettings
 from tests.simulators.mercadopago_sim import MercadoPagoSimulator, sign
-from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve
+from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve, simulated_settings
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
 
@@ -57,22 +57,8 @@ async def sim(receiver: WebhookReceiver) -> AsyncIterator[MercadoPagoSimulator]:
         await simulator.close()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def settings_for(sim: MercadoPagoSimulator, **changes: Any) -> MercadoPagoSettings:
-    values: dict[str, Any] = {
-        "processor": "mercadopago",
-        "methods": ["pix", "card", "boleto"],
-        "api_base_url": sim.base_url,
-        **sim.settings(),
-        **sim.secrets(),
-    }
-    values.update(changes)
-    return MercadoPagoSettings(**values)
+    return simulated_settings(MercadoPagoSettings, sim, ["pix", "card", "boleto"], **changes)
 
 
 @pytest_asyncio.fixture

@@ -30,7 +30,7 @@ from services.payments.processors.base import (
 from services.payments.processors.mollie import MollieAdapter
 from services.payments.processors.mollie.config import MollieSettings
 from tests.simulators.mollie_sim import MollieSimulator
-from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve
+from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve, simulated_settings
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
 
@@ -50,23 +50,13 @@ async def sim() -> AsyncIterator[MollieSimulator]:
         await simulator.close()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def settings_for(sim: MollieSimulator, **changes: Any) -> MollieSettings:
-    values: dict[str, Any] = {
-        "processor": "mollie",
-        "environment": "production" if sim.mode == "live" else "test",
-        "methods": ["ideal", "card"],
-        "api_base_url": sim.base_url,
-        **sim.settings(),
-        **sim.secrets(),
-    }
-    values.update(changes)
-    return MollieSettings(**values)
+    return simulated_settings(
+        MollieSettings,
+        sim,
+        ["ideal", "card"],
+        **{"environment": "production" if sim.mode == "live" else "test", **changes},
+    )
 
 
 @pytest_asyncio.fixture

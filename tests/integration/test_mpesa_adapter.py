@@ -54,12 +54,6 @@ async def simulator() -> AsyncIterator[MpesaSimulator]:
         await sim.close()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def make_settings(sim: MpesaSimulator, **overrides: Any) -> MpesaSettings:
     values: dict[str, Any] = {
         "processor": "mpesa",

@@ -33,7 +33,7 @@ from services.payments.processors.base import (
 from services.payments.processors.paystack import PaystackAdapter
 from services.payments.processors.paystack.config import PaystackSettings
 from tests.simulators.paystack_sim import PaystackSimulator, paystack_json, sign
-from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve
+from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve, simulated_settings
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
 
@@ -53,22 +53,8 @@ async def sim(receiver: WebhookReceiver) -> AsyncIterator[PaystackSimulator]:
         await simulator.close()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def settings_for(sim: PaystackSimulator, **changes: Any) -> PaystackSettings:
-    values: dict[str, Any] = {
-        "processor": "paystack",
-        "methods": ["card", "bank_transfer"],
-        "api_base_url": sim.base_url,
-        **sim.settings(),
-        **sim.secrets(),
-    }
-    values.update(changes)
-    return PaystackSettings(**values)
+    return simulated_settings(PaystackSettings, sim, ["card", "bank_transfer"], **changes)
 
 
 @pytest_asyncio.fixture

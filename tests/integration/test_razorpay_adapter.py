@@ -29,7 +29,7 @@ from services.payments.processors.base import (
 )
 from services.payments.processors.razorpay import RazorpayAdapter
 from services.payments.processors.razorpay.config import RazorpaySettings
-from tests.simulators.processor import ProcessorSimulator, serve
+from tests.simulators.processor import ProcessorSimulator, serve, simulated_settings
 from tests.simulators.razorpay_sim import RazorpaySimulator
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
@@ -50,22 +50,8 @@ async def sim(receiver: WebhookReceiver) -> AsyncIterator[RazorpaySimulator]:
         await simulator.close()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def settings_for(sim: RazorpaySimulator, **changes: Any) -> RazorpaySettings:
-    values: dict[str, Any] = {
-        "processor": "razorpay",
-        "methods": ["upi", "card"],
-        "api_base_url": sim.base_url,
-        **sim.settings(),
-        **sim.secrets(),
-    }
-    values.update(changes)
-    return RazorpaySettings(**values)
+    return simulated_settings(RazorpaySettings, sim, ["upi", "card"], **changes)
 
 
 def make_adapter(sim: RazorpaySimulator, http: aiohttp.ClientSession, **changes: Any) -> RazorpayAdapter:

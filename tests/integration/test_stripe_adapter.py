@@ -32,7 +32,7 @@ from services.payments.processors.base import (
 )
 from services.payments.processors.stripe import StripeAdapter
 from services.payments.processors.stripe.config import StripeSettings
-from tests.simulators.processor import ProcessorSimulator, serve
+from tests.simulators.processor import ProcessorSimulator, serve, simulated_settings
 from tests.simulators.stripe_sim import StripeSimulator
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 
@@ -53,22 +53,8 @@ async def sim(receiver: WebhookReceiver) -> AsyncIterator[StripeSimulator]:
         await simulator.close()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def settings_for(sim: StripeSimulator, **changes: Any) -> StripeSettings:
-    values: dict[str, Any] = {
-        "processor": "stripe",
-        "methods": ["card"],
-        "api_base_url": sim.base_url,
-        **sim.settings(),
-        **sim.secrets(),
-    }
-    values.update(changes)
-    return StripeSettings(**values)
+    return simulated_settings(StripeSettings, sim, ["card"], **changes)
 
 
 @pytest_asyncio.fixture

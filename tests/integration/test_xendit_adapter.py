@@ -35,7 +35,7 @@ from services.payments.processors.base import (
 from services.payments.processors.xendit import XenditAdapter
 from services.payments.processors.xendit.config import XenditSettings
 from services.payments.webhooks import UNREADABLE
-from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve
+from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve, simulated_settings
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
 from tests.simulators.xendit_sim import XenditSimulator
 
@@ -52,21 +52,8 @@ async def sim() -> AsyncIterator[XenditSimulator]:
         await simulator.close()
 
 
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def settings_for(sim: XenditSimulator, **overrides: Any) -> XenditSettings:
-    values: dict[str, Any] = {
-        "processor": "xendit",
-        "methods": ["gcash", "card", "bank_transfer"],
-        "api_base_url": sim.base_url,
-        **sim.settings(),
-        **sim.secrets(),
-    }
-    return XenditSettings.model_validate(values | overrides)
+    return simulated_settings(XenditSettings, sim, ["gcash", "card", "bank_transfer"], **overrides)
 
 
 def make_adapter(sim: XenditSimulator, http: aiohttp.ClientSession, **overrides: Any) -> XenditAdapter:

@@ -57,7 +57,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 # TEMPLATE: the retry schedule of the processor's webhook deliveries (e.g. "exponential back-off for
 # 3 days"), compressed here, and how long it waits for an answer before counting a timeout.
@@ -123,7 +131,7 @@ class SimEvent:
     statuses: list[int | None] = field(default_factory=list)
 
 
-class TemplateSimulator:
+class TemplateSimulator(OnHost):
     processor = "template"
 
     def __init__(self, *, hang_s: float = 12.0, webhook_url: str | None = None) -> None:
@@ -154,13 +162,6 @@ class TemplateSimulator:
         app.router.add_post("/pay/{checkout_id}", self._pay)
         await self._host.start(app, shutdown_timeout=1.0)
 
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
-
     def settings(self) -> dict[str, Any]:
         return {}
 
@@ -172,10 +173,6 @@ class TemplateSimulator:
 
     def created_payments(self) -> int:
         return len(self.checkouts)
-
-    async def idle(self) -> None:
-        """Until every webhook under way has been delivered (or given up)."""
-        await self._host.tasks.idle()
 
     # ---- the API ----------------------------------------------------------------------------------
 

@@ -62,7 +62,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 API_VERSION = "v72"
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)
@@ -162,7 +170,7 @@ class _Idempotent:
     done: bool
 
 
-class AdyenSimulator:
+class AdyenSimulator(OnHost):
     processor = "adyen"
 
     def __init__(
@@ -207,13 +215,6 @@ class AdyenSimulator:
         app.router.add_post("/paylink/{link_id}", self._pay)
         await self._host.start(app, shutdown_timeout=1.0)
 
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
-
     def settings(self) -> dict[str, Any]:
         # Notifications say "live": "false"; the integration must be a test one to accept them.
         return {"merchant_account": self.merchant_account, "environment": "production" if self.live else "test"}
@@ -230,10 +231,6 @@ class AdyenSimulator:
 
     def created_payments(self) -> int:
         return len(self.links)
-
-    async def idle(self) -> None:
-        """Wait until every notification under way has been delivered (or given up)."""
-        await self._host.tasks.idle()
 
     # ---- the API ------------------------------------------------------------------------------
 

@@ -63,7 +63,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 RETRY_DELAYS_S = (0.3, 0.3, 0.3, 0.3, 0.3)
 DELIVERY_TIMEOUT_S = 22.0
@@ -169,7 +177,7 @@ class _Idempotent:
     done: bool
 
 
-class MercadoPagoSimulator:
+class MercadoPagoSimulator(OnHost):
     processor = "mercadopago"
 
     def __init__(self, *, live: bool = True, hang_s: float = 12.0, webhook_url: str | None = None) -> None:
@@ -205,13 +213,6 @@ class MercadoPagoSimulator:
         app.router.add_post("/checkout/v1/redirect", self._pay)
         await self._host.start(app, shutdown_timeout=1.0)
 
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
-
     def settings(self) -> dict[str, Any]:
         return {"environment": "production" if self.live else "test"}
 
@@ -223,9 +224,6 @@ class MercadoPagoSimulator:
 
     def created_payments(self) -> int:
         return len(self.preferences)
-
-    async def idle(self) -> None:
-        await self._host.tasks.idle()
 
     # ---- the API ------------------------------------------------------------------------------
 

@@ -69,7 +69,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 DOCS = "https://docs.mollie.com/reference/handling-errors"
 METHODS = frozenset(
@@ -336,7 +344,7 @@ class _Idempotent:
     body: Any = None
 
 
-class MollieSimulator:
+class MollieSimulator(OnHost):
     processor = "mollie"
 
     def __init__(
@@ -385,13 +393,6 @@ class MollieSimulator:
     async def start(self) -> None:
         await self._host.start(self.app(), shutdown_timeout=0.5)
 
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
-
     def settings(self) -> dict[str, Any]:
         return {}
 
@@ -403,10 +404,6 @@ class MollieSimulator:
 
     def created_payments(self) -> int:
         return len(self.payments)
-
-    async def idle(self) -> None:
-        """Until every webhook in flight has been delivered (or given up) and every refund has settled."""
-        await self._host.tasks.idle()
 
     # -- the API -----------------------------------------------------------------------------------
 

@@ -68,7 +68,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 # East Africa Time, UTC+3 all year.
 EAT = timezone(timedelta(hours=3))
@@ -162,7 +170,7 @@ def expected_password(shortcode: str, passkey: str, timestamp: str) -> str:
     return base64.b64encode((shortcode + passkey + timestamp).encode("utf-8")).decode("ascii")
 
 
-class MpesaSimulator:
+class MpesaSimulator(OnHost):
     processor = "mpesa"
 
     def __init__(
@@ -210,13 +218,6 @@ class MpesaSimulator:
 
     async def start(self) -> None:
         await self._host.start(self.app(), shutdown_timeout=0.5)
-
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
 
     def settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"shortcode": self.shortcode, "transaction_type": self.transaction_type}
@@ -471,10 +472,6 @@ class MpesaSimulator:
         held, self._held = self._held, []
         for out in reversed(held):
             await self._deliver(out)
-
-    async def idle(self) -> None:
-        """Waits until every callback in flight has been delivered (or given up)."""
-        await self._host.tasks.idle()
 
     # -- what M-Pesa STK does not have -------------------------------------------------------------
 

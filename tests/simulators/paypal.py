@@ -75,7 +75,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
 from shared.money import to_major
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 # PayPal's currency codes page: these three "do not support decimals"; the others take two.
 ZERO_DECIMAL_CURRENCIES = frozenset({"HUF", "JPY", "TWD"})
@@ -304,7 +312,7 @@ def _not_found() -> web.Response:
     )
 
 
-class PayPalSimulator:
+class PayPalSimulator(OnHost):
     """See the module docstring. Faults: ``faults`` (copies, hold, drop), ``fail_next_create``,
     ``expire_tokens`` (every token PayPal issued so far is refused from now on),
     ``forget_request_ids`` (PayPal keeps a ``PayPal-Request-Id`` only for hours)."""
@@ -348,13 +356,6 @@ class PayPalSimulator:
         app.router.add_get("/checkoutnow", self._approval_page)
         app.router.add_post("/checkoutnow", self._approval_submit)
         await self._host.start(app)
-
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
 
     @property
     def certificate_pem(self) -> bytes:

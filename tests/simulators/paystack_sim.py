@@ -72,7 +72,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 # Currencies Paystack takes whose subunit is the hundredth (Paystack's currency list: NGN kobo,
 # GHS pesewas, ZAR/KES/USD cents, EGP piastres).
@@ -326,7 +334,7 @@ class _Held:
 
 
 @dataclass
-class PaystackSimulator:
+class PaystackSimulator(OnHost):
     """One Paystack integration (live mode unless ``live`` is False) with one webhook URL."""
 
     live: bool = True
@@ -374,13 +382,6 @@ class PaystackSimulator:
         app.router.add_get("/checkout/{code}", self._checkout_page)
         app.router.add_post("/checkout/{code}", self._checkout_submit)
         await self._host.start(app)
-
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
 
     def settings(self) -> dict[str, Any]:
         return {"customer_email": self.customer_email, "checkout_expiry_s": self.checkout_expiry_s}

@@ -12,16 +12,18 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
 
 from services.payments.processors.base import Checkout, WebhookRequest
+from shared.settings import IntegrationSettings
 
 # What the driver does at the processor: pays, declines (card refused, cancels the phone prompt, …),
 # or lets the checkout expire.
 Outcome = Literal["succeeded", "declined", "expired"]
+SettingsT = TypeVar("SettingsT", bound=IntegrationSettings)
 
 
 @dataclass
@@ -92,6 +94,23 @@ class ProcessorSimulator(Protocol):
     def with_other_secret(self) -> ProcessorSimulator:
         """A view of this simulator whose ``signed_webhook`` signs with a different secret (or, for a
         processor that verifies through its API, one that the API does not recognise)."""
+
+
+def simulated_settings(
+    config_type: type[SettingsT], simulator: ProcessorSimulator, methods: Sequence[str], **changes: Any
+) -> SettingsT:
+    """An integration's settings of ``config_type`` pointed at ``simulator``: its processor, its API,
+    its own settings and secrets; ``changes`` on top."""
+    return config_type.model_validate(
+        {
+            "processor": simulator.processor,
+            "methods": list(methods),
+            "api_base_url": simulator.base_url,
+            **simulator.settings(),
+            **simulator.secrets(),
+            **changes,
+        }
+    )
 
 
 # --- what the simulators share: serving, work in the background, delivering webhooks --------------
@@ -169,6 +188,24 @@ class SimulatorHost:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
+
+
+class OnHost:
+    """What a simulator delegates to its host (``self._host``): stopping it, its base URL, waiting for
+    its work under way."""
+
+    _host: SimulatorHost
+
+    async def close(self) -> None:
+        await self._host.close()
+
+    @property
+    def base_url(self) -> str:
+        return self._host.base_url
+
+    async def idle(self) -> None:
+        """Until every webhook delivery (with its retries) and delayed change has finished."""
+        await self._host.tasks.idle()
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 RETRY_DELAYS_S = (0.2, 0.4, 0.8, 1.6)  # "exponential back-off … 24 hours", compressed
 DELIVERY_TIMEOUT_S = 5.0  # "If your server fails to respond in 5 seconds … marked as timeout"
@@ -167,7 +175,7 @@ class SimEvent:
         return any(s is not None and 200 <= s < 300 for s in self.statuses)
 
 
-class RazorpaySimulator:
+class RazorpaySimulator(OnHost):
     processor = "razorpay"
 
     def __init__(self, *, live: bool = True, hang_s: float = 12.0, webhook_url: str | None = None) -> None:
@@ -207,13 +215,6 @@ class RazorpaySimulator:
         app.router.add_post("/i/{code}", self._pay)
         await self._host.start(app, shutdown_timeout=1.0)
 
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
-
     def settings(self) -> dict[str, Any]:
         return {"environment": "production" if self.live else "test"}
 
@@ -225,10 +226,6 @@ class RazorpaySimulator:
 
     def created_payments(self) -> int:
         return len(self.links)
-
-    async def idle(self) -> None:
-        """Until every webhook under way has been delivered (or given up)."""
-        await self._host.tasks.idle()
 
     def rotate_webhook_secret(self) -> str:
         """A new secret for new events; returns the old one (retries of older events keep it)."""

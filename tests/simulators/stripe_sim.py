@@ -82,7 +82,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, Redirect, WebhookRequest
 from shared.money import currency_exponent, to_major
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 API_VERSION = "2024-10-28.acacia"
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
@@ -429,7 +437,7 @@ class _Held:
 
 
 @dataclass
-class StripeSimulator:
+class StripeSimulator(OnHost):
     """One Stripe account (test mode) with one webhook endpoint (``webhook_url``)."""
 
     secret_key: str = field(default_factory=lambda: _id("sk_test_", 32))
@@ -472,13 +480,6 @@ class StripeSimulator:
         app.router.add_get("/c/pay/{id}", self._hosted_page)
         app.router.add_post("/c/pay/{id}", self._hosted_submit)
         await self._host.start(app)
-
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
 
     def settings(self) -> dict[str, Any]:
         return {}

@@ -83,7 +83,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.payments.processors.base import Checkout, WebhookRequest
-from tests.simulators.processor import CreateFault, Outcome, SimulatorHost, WebhookFaults, post_webhook, with_retries
+from tests.simulators.processor import (
+    CreateFault,
+    OnHost,
+    Outcome,
+    SimulatorHost,
+    WebhookFaults,
+    post_webhook,
+    with_retries,
+)
 
 DECIMALS = {"IDR": 0, "VND": 0, "PHP": 2, "THB": 2, "MYR": 2, "USD": 2}
 MINOR_EXPONENT = {"IDR": 2, "VND": 0, "PHP": 2, "THB": 2, "MYR": 2, "USD": 2}  # ISO 4217
@@ -286,7 +294,7 @@ class _Outgoing:
     token: str
 
 
-class XenditSimulator:
+class XenditSimulator(OnHost):
     processor = "xendit"
 
     def __init__(
@@ -339,13 +347,6 @@ class XenditSimulator:
     async def start(self) -> None:
         await self._host.start(self.app(), shutdown_timeout=0.5)
 
-    async def close(self) -> None:
-        await self._host.close()
-
-    @property
-    def base_url(self) -> str:
-        return self._host.base_url
-
     def settings(self) -> dict[str, Any]:
         return {}
 
@@ -358,9 +359,6 @@ class XenditSimulator:
     def created_payments(self) -> int:
         """Invoices that can be (or were) paid: one the merchant expired at once cannot be."""
         return sum(1 for invoice in self.invoices.values() if invoice.id not in self.expired_by_api)
-
-    async def idle(self) -> None:
-        await self._host.tasks.idle()
 
     # -- the API -----------------------------------------------------------------------------------
 
