@@ -34,7 +34,6 @@ from services.payments.processors.base import (
     RefundRequest,
 )
 from services.payments.processors.mpesa import MpesaAdapter
-from services.payments.processors.mpesa import adapter as adapter_module
 from services.payments.processors.mpesa.config import MpesaSettings
 from tests.simulators.mpesa import MpesaSimulator
 from tests.simulators.processor import ProcessorSimulator, WebhookFaults, serve
@@ -335,7 +334,7 @@ async def test_a_push_whose_answer_is_lost_is_not_sent_again(
 ) -> None:
     """The prompt was made, the answer came too late: the adapter reports it unavailable (payments
     then treats the push as maybe sent and never repeats it) and makes no second push itself."""
-    monkeypatch.setattr(adapter_module, "REQUEST_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(adapter, "request_timeout_s", 0.3)
     simulator.fail_next_create("timeout_after_create")
     with pytest.raises(ProcessorUnavailable, match="TimeoutError"):
         await adapter.create_checkout(checkout_request(receiver))

@@ -31,7 +31,6 @@ from services.payments.processors.base import (
     WebhookRequest,
 )
 from services.payments.processors.paypal import PayPalAdapter
-from services.payments.processors.paypal import adapter as paypal_adapter
 from services.payments.processors.paypal.config import PayPalSettings
 from tests.simulators.paypal import PayPalSimulator
 from tests.simulators.webhook_receiver import SERVICES, WebhookReceiver
@@ -474,7 +473,7 @@ async def test_a_500_on_create_is_unavailable_and_the_retry_creates_one_order(wo
 async def test_a_create_answered_too_late_is_unavailable_and_the_retry_finds_the_same_order(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(paypal_adapter, "REQUEST_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(world.adapter, "request_timeout_s", 0.5)
     world.simulator.slow_answer_s = 1.5
     request = checkout_request()
     world.simulator.fail_next_create("timeout_after_create")

@@ -18,10 +18,11 @@ Shapes the interface has to carry, because processors differ:
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
@@ -229,6 +230,9 @@ class ProcessorAdapter(ABC, Generic[ConfigT]):
     name: ClassVar[str]
     config_type: ClassVar[type[IntegrationSettings]]
     capabilities: ClassVar[Capabilities]
+    # Seconds for one API call, connection included (``send_request``'s ``timeout_s``); an adapter
+    # whose processor needs another overrides it, tests shorten it.
+    request_timeout_s: float = 10.0
 
     def __init__(
         self, integration_id: str, settings: ConfigT, services: ServiceSettings, http: aiohttp.ClientSession
@@ -237,6 +241,15 @@ class ProcessorAdapter(ABC, Generic[ConfigT]):
         self.settings = settings
         self.services = services
         self.http = http
+
+    @property
+    def api_base(self) -> str:
+        """The processor's API (``api_base_url``, each processor's config defaulting to its real one),
+        without a trailing slash: paths are appended to it."""
+        base = self.settings.api_base_url
+        if base is None:
+            raise ProcessorUnavailable(f"{self.name}: no api_base_url is configured")
+        return base.rstrip("/")
 
     @abstractmethod
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
@@ -327,3 +340,69 @@ async def send_request(
     except (ValueError, RecursionError):
         body = None
     return Answer(status, body)
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header ``name`` in ``headers``, whatever the case: at runtime the mapping is
+    case-insensitive (``WebhookRequest.headers``), a plain dict (tests, tools) is searched."""
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+    return value
+
+
+# What stands in an error text where a secret was.
+REDACTED = "[redacted]"
+# How much of a processor's words an exception carries.
+MESSAGE_MAX = 200
+
+
+def redact(
+    text: str, secrets: Iterable[str], shape: re.Pattern[str] | None = None, limit: int | None = MESSAGE_MAX
+) -> str:
+    """``text`` (a processor's words, bound for an exception: logs, the payment row) with every one of
+    ``secrets`` (the integration's credentials, as configured) and anything matching ``shape`` (what
+    the processor's credentials look like, masked or not: a processor may quote a key it was sent)
+    replaced by ``[redacted]``, then cut at ``limit`` characters (``None``: not cut)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    if shape is not None:
+        text = shape.sub(REDACTED, text)
+    return text if limit is None else text[:limit]
+
+
+# Answers worth retrying besides 401/403 and 5xx: a concurrent request under the same idempotency
+# key (409), rate limited (429).
+RETRYABLE = frozenset({409, 429})
+
+
+def answer_error(
+    processor: str,
+    what: str,
+    status: int,
+    detail: str = "",
+    *,
+    code: str | None = None,
+    retryable: Collection[int] = RETRYABLE,
+    credential: str = "API key",
+) -> ProcessorUnavailable | ProcessorRefused:
+    """The exception (for the caller to raise) of a processor's answer ``status``, not a 2xx, to the
+    call named ``what``. ``code`` is the processor's error code and ``detail`` its message, both
+    redacted already (:func:`redact`): the adapter reads its processor's error body.
+
+    - 401/403: the ``credential`` is wrong or lacks a permission, which the operator fixes, after
+      which the same call goes through: :class:`ProcessorUnavailable`, never with the processor's
+      words (they may quote the key).
+    - a status in ``retryable``, any 5xx, or a status below 400 (a redirect left unfollowed):
+      :class:`ProcessorUnavailable`, named by ``code`` if there is one, else by ``detail``.
+    - any other 4xx: :class:`ProcessorRefused`, with ``code`` and ``detail``."""
+    if status in (401, 403):
+        return ProcessorUnavailable(f"{processor} refused the {credential} for {what}: {status}")
+    words = f": {detail}" if detail else ""
+    if status in retryable or status >= 500 or status < 400:
+        if code:
+            return ProcessorUnavailable(f"{processor} answered {status} ({code}) to {what}")
+        return ProcessorUnavailable(f"{processor} answered {status} to {what}{words}")
+    coded = f" {code}" if code else ""
+    return ProcessorRefused(f"{processor} refused {what} ({status}{coded}){words}")

@@ -22,8 +22,6 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from multidict import CIMultiDict
-
 from services.payments.processors._template import wire
 from services.payments.processors._template.config import TemplateSettings
 from services.payments.processors.base import (
@@ -42,17 +40,22 @@ from services.payments.processors.base import (
     RefundRequest,
     WebhookAuth,
     WebhookRequest,
+    answer_error,
+    header,
+    redact,
     send_request,
 )
 from shared.money import MoneyError
 
 # TEMPLATE: the shapes of the processor's ids (from its object reference), checked before an id goes
-# into a URL; and of its credentials, cut from any error text (stripe: its 401 message quotes the key).
+# into a URL; and of its credentials, cut from any error text by ``base.redact`` (stripe: its 401
+# message quotes the key).
 _CHECKOUT_ID = re.compile(r"co_[A-Za-z0-9]{1,64}")
 _CREDENTIAL = re.compile(r"\bsk_[A-Za-z0-9_]+")
-_MESSAGE_MAX = 200
-# TEMPLATE: which answers mean "try again" (the API reference's error and rate-limit pages).
-_RETRYABLE = frozenset({401, 403, 409, 429})
+# TEMPLATE: which answers mean "try again" (the API reference's error and rate-limit pages), besides
+# 401/403 and 5xx, which ``base.answer_error`` always makes ProcessorUnavailable (its default is
+# this set: mercadopago adds 423 and 424).
+_RETRYABLE = frozenset({409, 429})
 
 
 class TemplateAdapter(ProcessorAdapter[TemplateSettings]):
@@ -77,19 +80,9 @@ class TemplateAdapter(ProcessorAdapter[TemplateSettings]):
             "Idempotency-Key: the payment's reference; a retried create is answered with the checkout made first"
         ),
     )
-    # Seconds for one API call, connection included; tests shorten it.
-    # TEMPLATE: the processor's own timeouts, if it documents any (mpesa's push waits longer).
-    request_timeout_s: float = 10.0
-
-    @property
-    def _api_base(self) -> str:
-        return self.settings.api_base_url.rstrip("/")
-
-    def _redact(self, text: str) -> str:
-        secret = self.settings.api_key.get_secret_value()
-        if secret:
-            text = text.replace(secret, "[redacted]")
-        return _CREDENTIAL.sub("[redacted]", text)[:_MESSAGE_MAX]
+    # TEMPLATE: ``request_timeout_s`` (seconds for one API call, 10 from ``ProcessorAdapter``) only if
+    # the processor documents its own timeouts; ``self.api_base`` is ``api_base_url`` without a
+    # trailing slash.
 
     async def _call(
         self,
@@ -110,7 +103,7 @@ class TemplateAdapter(ProcessorAdapter[TemplateSettings]):
             self.http,
             f"{self.name} {label}",
             method,
-            f"{self._api_base}{path}",
+            f"{self.api_base}{path}",
             timeout_s=self.request_timeout_s,
             json=body,
             headers=headers,
@@ -121,15 +114,19 @@ class TemplateAdapter(ProcessorAdapter[TemplateSettings]):
             if not isinstance(answer.body, dict):
                 raise ProcessorUnavailable(f"{self.name} {label} failed: the answer is not a JSON object")
             return answer.body
+        # TEMPLATE: the error body is the processor's own (``wire.parse_error``); ``base.answer_error``
+        # maps the status (401/403 never quote the processor's words: they may quote the key). A
+        # status with its own meaning goes before it (404 as "no such object": mollie, xendit).
         error = wire.parse_error(answer.body)
-        if status in (401, 403):
-            # The key is wrong or lacks a permission: fixed by the operator, then the same call works.
-            # Never the processor's message: it may quote the key.
-            raise ProcessorUnavailable(f"{self.name} refused the API key for {label}: {status}")
-        code = self._redact(error.code or "no error code")
-        if status in _RETRYABLE or status >= 500 or status < 400:
-            raise ProcessorUnavailable(f"{self.name} answered {status} ({code}) to {label}")
-        raise ProcessorRefused(f"{self.name} refused {label} ({status} {code}): {self._redact(error.message or '')}")
+        secrets = [self.settings.api_key.get_secret_value()]
+        raise answer_error(
+            self.name,
+            label,
+            status,
+            redact(error.message or "", secrets, _CREDENTIAL),
+            code=redact(error.code or "no error code", secrets, _CREDENTIAL),
+            retryable=_RETRYABLE,
+        )
 
     def _checkout(self, body: dict[str, Any], label: str) -> wire.TemplateCheckout:
         try:
@@ -174,11 +171,10 @@ class TemplateAdapter(ProcessorAdapter[TemplateSettings]):
     async def verify_webhook(self, request: WebhookRequest) -> None:
         # TEMPLATE: a processor that verifies through its API calls it here (paypal); one that signs
         # nothing queries the payment the webhook names and believes only that answer (mpesa, mollie).
-        headers = CIMultiDict(request.headers)  # case-insensitive, whatever mapping the caller gave
         wire.verify_signature(
             self.settings.webhook_secret.get_secret_value(),
-            headers.get(wire.TIMESTAMP_HEADER),
-            headers.get(wire.SIGNATURE_HEADER),
+            header(request.headers, wire.TIMESTAMP_HEADER),
+            header(request.headers, wire.SIGNATURE_HEADER),
             request.body,
             request.received_at_s,
         )

@@ -41,16 +41,18 @@ from services.payments.processors.base import (
     WebhookAck,
     WebhookAuth,
     WebhookRequest,
+    answer_error,
+    header,
     send_request,
 )
 from shared.money import MoneyError
 
-REQUEST_TIMEOUT_S: Final = 10.0
 # Adyen's answer to a request whose Idempotency-Key is still being processed: 422 or 409 with errorCode
 # 704 "request already processed or in progress" (docs.adyen.com/development-resources/api-idempotency);
 # retrying later with the same key returns the first request's answer.
 IN_PROGRESS_ERROR_CODE: Final = "704"
-RETRYABLE_STATUSES: Final = frozenset({401, 403, 408, 429})
+# Besides 401/403 and 5xx (``base.answer_error``); a 409 is retried only with errorCode 704.
+RETRYABLE_STATUSES: Final = frozenset({408, 429})
 
 
 class AdyenAdapter(ProcessorAdapter[AdyenSettings]):
@@ -70,12 +72,6 @@ class AdyenAdapter(ProcessorAdapter[AdyenSettings]):
             "for a repeated key (keys are kept at least 31 days)"
         ),
     )
-    # Per call; tests shorten it.
-    request_timeout_s: float = REQUEST_TIMEOUT_S
-
-    @property
-    def _api_base(self) -> str:
-        return self.settings.api_base_url.rstrip("/")
 
     async def _call(
         self,
@@ -94,7 +90,7 @@ class AdyenAdapter(ProcessorAdapter[AdyenSettings]):
             self.http,
             f"adyen {label}",
             method,
-            f"{self._api_base}{path}",
+            f"{self.api_base}{path}",
             timeout_s=self.request_timeout_s,
             json=body,
             headers=headers,
@@ -105,11 +101,10 @@ class AdyenAdapter(ProcessorAdapter[AdyenSettings]):
                 raise ProcessorUnavailable(f"adyen answered {status} to {label} with a body that is not a JSON object")
             return answer
         error_code = answer.get("errorCode") if isinstance(answer, dict) else None
-        if status >= 500 or status in RETRYABLE_STATUSES or str(error_code) == IN_PROGRESS_ERROR_CODE:
-            # 401/403 too: a wrong or unauthorised API key is fixed by the operator, after which the
-            # same call (same Idempotency-Key) goes through.
-            raise ProcessorUnavailable(f"adyen answered {status} to {label}: {wire.error_summary(answer)}")
-        raise ProcessorRefused(f"adyen refused {label} ({status}): {wire.error_summary(answer)}")
+        summary = wire.error_summary(answer)
+        if str(error_code) == IN_PROGRESS_ERROR_CODE and status not in (401, 403):
+            raise ProcessorUnavailable(f"adyen answered {status} to {label}: {summary}")
+        raise answer_error("adyen", label, status, summary, retryable=RETRYABLE_STATUSES)
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         try:
@@ -138,7 +133,7 @@ class AdyenAdapter(ProcessorAdapter[AdyenSettings]):
         username, password = self.settings.webhook_username, self.settings.webhook_password
         if username is not None and password is not None:
             wire.verify_basic_auth(
-                request.headers.get("Authorization"), username.get_secret_value(), password.get_secret_value()
+                header(request.headers, "Authorization"), username.get_secret_value(), password.get_secret_value()
             )
         key = wire.hmac_key_bytes(self.settings.hmac_key.get_secret_value())
         if not key:

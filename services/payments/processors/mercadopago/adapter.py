@@ -57,6 +57,9 @@ from services.payments.processors.base import (
     VerifiedHandover,
     WebhookAuth,
     WebhookRequest,
+    answer_error,
+    header,
+    redact,
     send_request,
 )
 from services.payments.processors.mercadopago import wire
@@ -65,19 +68,12 @@ from shared.money import MoneyError
 from shared.settings import ServiceSettings
 
 _CREDENTIAL = re.compile(r"\b(?:APP_USR|TEST)-[A-Za-z0-9_*-]+")
-_MESSAGE_MAX = 200
+# Besides 401/403 and 5xx: an idempotency conflict (409), a key locked (423), 424, rate limited (429).
 _RETRYABLE = frozenset({409, 423, 424, 429})
 
 
 class NotFound(ProcessorRefused):
     """Mercado Pago has no such object (404)."""
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:  # a plain dict (tests, tools); at runtime the mapping is case-insensitive
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
 
 
 def _unreadable(what: str, exc: Exception) -> ProcessorUnavailable:
@@ -104,8 +100,6 @@ class MercadoPagoAdapter(ProcessorAdapter[MercadoPagoSettings]):
             " gets the init_point of the answer payments received"
         ),
     )
-    # Seconds for one API call, connection included.
-    request_timeout_s: float = 10.0
 
     def __init__(
         self,
@@ -118,16 +112,6 @@ class MercadoPagoAdapter(ProcessorAdapter[MercadoPagoSettings]):
         self._handover = VerifiedHandover[list[ProcessorEvent]]()
 
     # -- HTTP --------------------------------------------------------------------------------------
-
-    @property
-    def _api_base(self) -> str:
-        return self.settings.api_base_url.rstrip("/")
-
-    def _redact(self, text: str) -> str:
-        token = self.settings.access_token.get_secret_value()
-        if token:
-            text = text.replace(token, "[redacted]")
-        return _CREDENTIAL.sub("[redacted]", text)[:_MESSAGE_MAX]
 
     async def _call(
         self,
@@ -149,7 +133,7 @@ class MercadoPagoAdapter(ProcessorAdapter[MercadoPagoSettings]):
             self.http,
             f"mercadopago {what}",
             method,
-            f"{self._api_base}{path}",
+            f"{self.api_base}{path}",
             timeout_s=self.request_timeout_s,
             data=wire.json_bytes(body) if body is not None else None,
             params=list(query) if query is not None else None,
@@ -161,17 +145,15 @@ class MercadoPagoAdapter(ProcessorAdapter[MercadoPagoSettings]):
             if not isinstance(answer.body, dict):
                 raise ProcessorUnavailable(f"mercadopago {what} failed: the answer is not a JSON object")
             return answer.body
-        if status in (401, 403):
-            # Never Mercado Pago's message: it may quote the token.
-            raise ProcessorUnavailable(f"mercadopago refused the access token for {what}: {status}")
         error = wire.parse_error(answer.body)
-        code = self._redact(error.error or "no error code")
-        if status in _RETRYABLE or status >= 500 or status < 400:
-            raise ProcessorUnavailable(f"mercadopago answered {status} ({code}) to {what}")
-        message = self._redact(error.message or "")
+        secrets = [self.settings.access_token.get_secret_value()]
+        message = redact(error.message or "", secrets, _CREDENTIAL)
         if status == 404:
             raise NotFound(f"mercadopago has no such object ({what}): {message}")
-        raise ProcessorRefused(f"mercadopago refused {what} ({status} {code}): {message}")
+        code = redact(error.error or "no error code", secrets, _CREDENTIAL)
+        raise answer_error(
+            "mercadopago", what, status, message, code=code, retryable=_RETRYABLE, credential="access token"
+        )
 
     async def _payment(self, payment_id: str) -> wire.Payment:
         body = await self._call("GET", f"{wire.PAYMENTS_PATH}/{quote(payment_id, safe='')}", what="GET payment")
@@ -267,8 +249,8 @@ class MercadoPagoAdapter(ProcessorAdapter[MercadoPagoSettings]):
             return  # acknowledged and ignored: nothing is done with it
         wire.verify_signature(
             self.settings.webhook_secret.get_secret_value(),
-            _header(request.headers, wire.SIGNATURE_HEADER),
-            _header(request.headers, wire.REQUEST_ID_HEADER),
+            header(request.headers, wire.SIGNATURE_HEADER),
+            header(request.headers, wire.REQUEST_ID_HEADER),
             notification.resource_id,
         )
         wire.check_body_agrees(notification, request.body)

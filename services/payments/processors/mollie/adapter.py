@@ -47,14 +47,14 @@ from services.payments.processors.base import (
     VerifiedHandover,
     WebhookAuth,
     WebhookRequest,
+    answer_error,
+    redact,
     send_request,
 )
 from services.payments.processors.mollie import wire
 from services.payments.processors.mollie.config import MollieSettings
 from shared.money import MoneyError
 from shared.settings import ServiceSettings
-
-_RETRYABLE = frozenset({409, 429})
 
 
 class PaymentNotFound(ProcessorRefused):
@@ -78,22 +78,12 @@ class MollieAdapter(ProcessorAdapter[MollieSettings]):
             " it created first (an unpaid duplicate after that would only expire)"
         ),
     )
-    # Seconds for one API call, connection included.
-    request_timeout_s: float = 10.0
 
     def __init__(
         self, integration_id: str, settings: MollieSettings, services: ServiceSettings, http: aiohttp.ClientSession
     ) -> None:
         super().__init__(integration_id, settings, services, http)
         self._handover = VerifiedHandover[wire.MolliePayment]()
-
-    @property
-    def _api_base(self) -> str:
-        return self.settings.api_base_url.rstrip("/")
-
-    def _redact(self, text: str) -> str:
-        secret = self.settings.api_key.get_secret_value()
-        return text.replace(secret, "[redacted]") if secret else text
 
     async def _call(
         self,
@@ -113,7 +103,7 @@ class MollieAdapter(ProcessorAdapter[MollieSettings]):
             self.http,
             what,
             method,
-            f"{self._api_base}{path}",
+            f"{self.api_base}{path}",
             timeout_s=self.request_timeout_s,
             json=dict(payload) if payload is not None else None,
             params=dict(query) if query is not None else None,
@@ -125,16 +115,11 @@ class MollieAdapter(ProcessorAdapter[MollieSettings]):
             if not isinstance(answer.body, dict):
                 raise ProcessorUnavailable(f"{what} failed: the answer is not a JSON object")
             return answer.body
-        if status in (401, 403):
-            # Never Mollie's words here: nothing about the key leaves this function.
-            raise ProcessorUnavailable(f"mollie refused the API key for {method} {path}: {status}")
-        error = wire.parse_error(answer.body)
-        words = self._redact(error.words())
-        if status in _RETRYABLE or status >= 500 or status < 400:
-            raise ProcessorUnavailable(f"mollie answered {status} to {method} {path}: {words}".rstrip(": "))
+        # 409: the same idempotency key still being processed.
+        words = redact(wire.parse_error(answer.body).words(), [self.settings.api_key.get_secret_value()])
         if status == 404:
             raise PaymentNotFound(f"mollie answered 404 (no such object) to {method} {path}: {words}".rstrip(": "))
-        raise ProcessorRefused(f"mollie refused {method} {path} ({status}): {words}".rstrip(": "))
+        raise answer_error("mollie", f"{method} {path}", status, words)
 
     @staticmethod
     def _payment(body: Mapping[str, Any]) -> wire.MolliePayment:

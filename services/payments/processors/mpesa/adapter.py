@@ -41,13 +41,13 @@ from services.payments.processors.base import (
     WebhookAck,
     WebhookAuth,
     WebhookRequest,
+    redact,
     send_request,
 )
 from services.payments.processors.mpesa import wire
 from services.payments.processors.mpesa.config import MpesaSettings
 from shared.settings import ServiceSettings
 
-REQUEST_TIMEOUT_S = 10.0
 # A cached token is renewed this long before Daraja says it expires (tokens live about an hour).
 TOKEN_RENEW_MARGIN_S = 60.0
 
@@ -82,23 +82,17 @@ class MpesaAdapter(ProcessorAdapter[MpesaSettings]):
 
     # -- HTTP --------------------------------------------------------------------------------------
 
-    @property
-    def _api_base(self) -> str:
-        return self.settings.api_base_url.rstrip("/")
-
     def _scrub(self, text: str) -> str:
         """The text without any of the integration's secrets or the current token, should a proxy or
-        a confused server ever echo them into an error message."""
-        for secret in (
+        a confused server ever echo them into an error message (not cut: ``wire`` bounds Daraja's words)."""
+        secrets = (
             self.settings.consumer_key.get_secret_value(),
             self.settings.consumer_secret.get_secret_value(),
             self.settings.passkey.get_secret_value(),
             self._basic_credentials(),
             self._token or "",
-        ):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        )
+        return redact(text, secrets, limit=None)
 
     def _basic_credentials(self) -> str:
         key = self.settings.consumer_key.get_secret_value()
@@ -112,8 +106,8 @@ class MpesaAdapter(ProcessorAdapter[MpesaSettings]):
             self.http,
             f"M-Pesa {method} {path.split('?', 1)[0]}",
             method,
-            f"{self._api_base}{path}",
-            timeout_s=REQUEST_TIMEOUT_S,
+            f"{self.api_base}{path}",
+            timeout_s=self.request_timeout_s,
             json=payload,
             headers=headers,
         )

@@ -50,6 +50,7 @@ from services.payments.processors.base import (
     RefundRequest,
     WebhookAuth,
     WebhookRequest,
+    answer_error,
     send_request,
 )
 from services.payments.processors.paypal.config import PayPalSettings
@@ -70,13 +71,13 @@ from services.payments.processors.paypal.wire import (
 )
 from shared.settings import ServiceSettings
 
-REQUEST_TIMEOUT_S = 10
 # A token is used until this long before PayPal says it expires (at most half its lifetime).
 TOKEN_MARGIN_S = 60
 # PayPal ids in paths: orders "^[A-Z0-9]+$", 1-36 characters (Orders v2 reference); captures alike.
 PAYPAL_ID = re.compile(r"^[A-Za-z0-9]{1,36}$")
-# Answers worth retrying: the request may go through next time.
-RETRY_STATUSES = frozenset({401, 403, 408, 409, 425, 429})
+# Answers worth retrying besides 401/403 and 5xx (``base.answer_error``): the request may go through
+# next time.
+RETRY_STATUSES = frozenset({408, 409, 425, 429})
 RETRY_ISSUES = frozenset({"PREVIOUS_REQUEST_IN_PROGRESS"})
 
 
@@ -137,8 +138,8 @@ class PayPalAdapter(ProcessorAdapter[PayPalSettings]):
             self.http,
             f"paypal {method} {path}",
             method,
-            f"{self.settings.api_base_url.rstrip('/')}{path}",
-            timeout_s=REQUEST_TIMEOUT_S,
+            f"{self.api_base}{path}",
+            timeout_s=self.request_timeout_s,
             data=body,
             headers=headers,
         )
@@ -199,9 +200,9 @@ class PayPalAdapter(ProcessorAdapter[PayPalSettings]):
     @staticmethod
     def _fail(status: int, answer: object, what: str) -> NoReturn:
         reason = paypal_error_reason(answer)
-        if status >= 500 or status in RETRY_STATUSES or reason in RETRY_ISSUES:
-            raise ProcessorUnavailable(f"paypal answered {status} to {what} ({reason})")
-        raise ProcessorRefused(f"paypal refused {what}: {reason} ({status})")
+        if reason in RETRY_ISSUES:
+            raise ProcessorUnavailable(f"paypal answered {status} ({reason}) to {what}")
+        raise answer_error("paypal", what, status, code=reason, retryable=RETRY_STATUSES, credential="access token")
 
     # ----------------------------------------------------------------------------------------------
     # The interface

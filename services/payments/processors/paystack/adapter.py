@@ -58,6 +58,9 @@ from services.payments.processors.base import (
     RefundRequest,
     WebhookAuth,
     WebhookRequest,
+    answer_error,
+    header,
+    redact,
     send_request,
 )
 from services.payments.processors.paystack import wire
@@ -66,17 +69,8 @@ from shared.money import MoneyError
 
 # Anything shaped like a Paystack key, in an error text, is cut.
 _CREDENTIAL = re.compile(r"\b(?:sk|pk)_(?:live|test)_[A-Za-z0-9_*]+")
-_MESSAGE_MAX = 200
-_RETRYABLE = frozenset({409, 429})
 # Refunds of one transaction, listed in one page (a top-up has a handful at most).
 REFUND_PAGE = 100
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:  # a plain dict (tests, tools); at runtime the mapping is case-insensitive
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
 
 
 class PaystackAdapter(ProcessorAdapter[PaystackSettings]):
@@ -98,18 +92,6 @@ class PaystackAdapter(ProcessorAdapter[PaystackSettings]):
             " is lost, the driver starts a new top-up (a new reference)."
         ),
     )
-    # Seconds for one API call, connection included.
-    request_timeout_s: float = 10.0
-
-    @property
-    def _api_base(self) -> str:
-        return self.settings.api_base_url.rstrip("/")
-
-    def _redact(self, text: str) -> str:
-        secret = self.settings.secret_key.get_secret_value()
-        if secret:
-            text = text.replace(secret, "[redacted]")
-        return _CREDENTIAL.sub("[redacted]", text)[:_MESSAGE_MAX]
 
     async def _call(
         self,
@@ -126,7 +108,7 @@ class PaystackAdapter(ProcessorAdapter[PaystackSettings]):
             self.http,
             what,
             method,
-            f"{self._api_base}{path}",
+            f"{self.api_base}{path}",
             timeout_s=self.request_timeout_s,
             json=dict(json_body) if json_body is not None else None,
             params=list(query) if query is not None else None,
@@ -139,12 +121,8 @@ class PaystackAdapter(ProcessorAdapter[PaystackSettings]):
             if not envelope.ok:
                 raise ProcessorUnavailable(f"{what} failed: the answer is not a successful Paystack answer")
             return envelope.data
-        if status in (401, 403):
-            raise ProcessorUnavailable(f"paystack refused the secret key for {what}: {status}")
-        message = self._redact(envelope.message or "no message")
-        if status in _RETRYABLE or status >= 500 or status < 400:
-            raise ProcessorUnavailable(f"paystack answered {status} to {what}: {message}")
-        raise ProcessorRefused(f"paystack refused {what} ({status}): {message}")
+        message = redact(envelope.message or "no message", [self.settings.secret_key.get_secret_value()], _CREDENTIAL)
+        raise answer_error("paystack", what, status, message, credential="secret key")
 
     # -- checkout ------------------------------------------------------------------------------
 
@@ -196,7 +174,7 @@ class PaystackAdapter(ProcessorAdapter[PaystackSettings]):
 
     async def verify_webhook(self, request: WebhookRequest) -> None:
         wire.verify_signature(
-            self.settings.secret_key.get_secret_value(), _header(request.headers, wire.SIGNATURE_HEADER), request.body
+            self.settings.secret_key.get_secret_value(), header(request.headers, wire.SIGNATURE_HEADER), request.body
         )
 
     async def parse_webhook(self, request: WebhookRequest) -> list[ProcessorEvent]:

@@ -57,6 +57,9 @@ from services.payments.processors.base import (
     RefundRequest,
     WebhookAuth,
     WebhookRequest,
+    answer_error,
+    header,
+    redact,
     send_request,
 )
 from services.payments.processors.razorpay import wire
@@ -67,24 +70,16 @@ from shared.money import MoneyError
 _CREDENTIAL = re.compile(r"\brzp_(?:live|test)_[A-Za-z0-9]+")
 _LINK_ID = re.compile(r"plink_[A-Za-z0-9]{1,40}")
 _PAYMENT_ID = re.compile(r"pay_[A-Za-z0-9]{1,40}")
-_MESSAGE_MAX = 200
-_RETRYABLE = frozenset({401, 403, 409, 429})
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:  # a plain dict (tests, tools); at runtime the mapping is case-insensitive
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
 
 
 class _Refused(Exception):
-    """A 4xx other than the retryable ones, with Razorpay's error (internal to the adapter)."""
+    """A 4xx other than the retryable ones (internal to the adapter): the caller decides whether
+    ``refusal`` is the answer (a 400 on create may be our reference, taken by an earlier try)."""
 
-    def __init__(self, status: int, error: wire.RazorpayErrorBody) -> None:
+    def __init__(self, status: int, refusal: ProcessorRefused) -> None:
         super().__init__(status)
         self.status = status
-        self.error = error
+        self.refusal = refusal
 
 
 class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
@@ -104,19 +99,6 @@ class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
             " reference_id, and the adapter then fetches the first one by reference_id and answers with it"
         ),
     )
-    # Seconds for one API call, connection included; tests shorten it.
-    request_timeout_s: float = 10.0
-
-    @property
-    def _api_base(self) -> str:
-        return self.settings.api_base_url.rstrip("/")
-
-    def _redact(self, text: str) -> str:
-        for secret in (self.settings.key_id, self.settings.key_secret):
-            value = secret.get_secret_value()
-            if value:
-                text = text.replace(value, "[redacted]")
-        return _CREDENTIAL.sub("[redacted]", text)[:_MESSAGE_MAX]
 
     def _basic_auth(self) -> str:
         pair = f"{self.settings.key_id.get_secret_value()}:{self.settings.key_secret.get_secret_value()}"
@@ -133,12 +115,12 @@ class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """One API call; ``label`` names it in errors (never a header, a key or an id we were given).
-        A refusal (4xx but 401/403/409/429) is raised as :class:`_Refused` for the caller to word."""
+        A refusal (4xx but 401/403/409/429) is raised as :class:`_Refused` for the caller to raise."""
         answer = await send_request(
             self.http,
             f"razorpay {label}",
             method,
-            f"{self._api_base}{path}",
+            f"{self.api_base}{path}",
             timeout_s=self.request_timeout_s,
             json=body,
             params=dict(query) if query is not None else None,
@@ -151,21 +133,18 @@ class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
                 raise ProcessorUnavailable(f"razorpay {label} failed: the answer is not a JSON object")
             return answer.body
         error = wire.parse_error(answer.body)
-        if status in (401, 403):
-            # The keys are wrong or lack a permission: fixed by the operator, then the same call works.
-            raise ProcessorUnavailable(f"razorpay refused the API keys for {label}: {status}")
-        if status in _RETRYABLE or status >= 500 or status < 400:
-            raise ProcessorUnavailable(
-                f"razorpay answered {status} ({self._redact(error.code or 'no code')}) to {label}"
-            )
-        raise _Refused(status, error)
-
-    def _refusal(self, label: str, refused: _Refused) -> ProcessorRefused:
-        error = refused.error
-        return ProcessorRefused(
-            f"razorpay refused {label} ({refused.status} {self._redact(error.code or 'no code')}):"
-            f" {self._redact(error.description or '')}"
+        secrets = [self.settings.key_id.get_secret_value(), self.settings.key_secret.get_secret_value()]
+        failure = answer_error(
+            "razorpay",
+            label,
+            status,
+            redact(error.description or "", secrets, _CREDENTIAL),
+            code=redact(error.code or "no code", secrets, _CREDENTIAL),
+            credential="API keys",
         )
+        if isinstance(failure, ProcessorRefused):
+            raise _Refused(status, failure)
+        raise failure
 
     # --- checkout ---------------------------------------------------------------------------------
 
@@ -182,11 +161,11 @@ class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
             link = self._link(answer, label)
         except _Refused as refused:
             if refused.status != 400:
-                raise self._refusal(label, refused) from None
+                raise refused.refusal from None
             # Perhaps our reference is taken: by the link an earlier try made, whose answer was lost.
             existing = await self._link_with_reference(request.reference)
             if existing is None:
-                raise self._refusal(label, refused) from None
+                raise refused.refusal from None
             link = existing
         if link.reference_id != request.reference:
             raise ProcessorUnavailable(f"razorpay link {link.id} does not carry our reference")
@@ -204,7 +183,7 @@ class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
         try:
             answer = await self._call("GET", wire.PAYMENT_LINKS_PATH, label, query={"reference_id": reference})
         except _Refused as refused:
-            raise self._refusal(label, refused) from None
+            raise refused.refusal from None
         try:
             links = wire.links_with_reference(answer, reference)
         except ValueError as exc:
@@ -225,7 +204,7 @@ class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
         try:
             answer = await self._call("GET", f"{wire.PAYMENT_LINKS_PATH}/{quote(link_id, safe='')}", label)
         except _Refused as refused:
-            raise self._refusal(label, refused) from None
+            raise refused.refusal from None
         return self._link(answer, label)
 
     # --- webhooks ---------------------------------------------------------------------------------
@@ -236,7 +215,7 @@ class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
             secrets.append(self.settings.previous_webhook_secret.get_secret_value())
         if not any(secrets):
             raise InvalidSignature("no webhook secret")
-        wire.verify_razorpay_signature(request.body, _header(request.headers, wire.SIGNATURE_HEADER), secrets)
+        wire.verify_razorpay_signature(request.body, header(request.headers, wire.SIGNATURE_HEADER), secrets)
 
     async def parse_webhook(self, request: WebhookRequest) -> list[ProcessorEvent]:
         return wire.razorpay_event_to_processor_events(request.body)
@@ -288,7 +267,7 @@ class RazorpayAdapter(ProcessorAdapter[RazorpaySettings]):
                 headers={wire.REFUND_IDEMPOTENCY_HEADER: request.refund_key},
             )
         except _Refused as refused:
-            raise self._refusal(label, refused) from None
+            raise refused.refusal from None
         try:
             refund = wire.RazorpayRefund.from_json(answer)
         except ValueError as exc:

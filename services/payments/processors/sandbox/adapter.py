@@ -42,7 +42,6 @@ from services.payments.processors.sandbox.config import SandboxSettings
 SIGNATURE_HEADER = "Sandbox-Signature"
 TOLERANCE_S = 300
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
-REQUEST_TIMEOUT_S = 10
 EVENT_KINDS = {
     "checkout.succeeded": EventKind.SUCCEEDED,
     "checkout.failed": EventKind.FAILED,
@@ -107,7 +106,8 @@ class SandboxAdapter(ProcessorAdapter[SandboxSettings]):
     )
 
     @property
-    def _api_base(self) -> str:
+    def api_base(self) -> str:
+        # The demo's simulated processor is payments itself unless pointed elsewhere.
         return (self.settings.api_base_url or self.services.payments_internal_url).rstrip("/")
 
     @property
@@ -117,7 +117,7 @@ class SandboxAdapter(ProcessorAdapter[SandboxSettings]):
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         what = f"sandbox {method} {path}"
         answer = await send_request(
-            self.http, what, method, f"{self._api_base}{path}", timeout_s=REQUEST_TIMEOUT_S, **kwargs
+            self.http, what, method, f"{self.api_base}{path}", timeout_s=self.request_timeout_s, **kwargs
         )
         if answer.status >= 300:
             raise ProcessorUnavailable(f"sandbox answered {answer.status} to {method} {path}")

@@ -52,6 +52,9 @@ from services.payments.processors.base import (
     RefundRequest,
     WebhookAuth,
     WebhookRequest,
+    answer_error,
+    header,
+    redact,
     send_request,
 )
 from services.payments.processors.stripe.config import StripeSettings
@@ -74,15 +77,6 @@ from shared.money import MoneyError
 # message quotes the key it got, masked but for its last characters).
 _CREDENTIAL = re.compile(r"\b(?:sk|rk|pk|whsec)_[A-Za-z0-9_*]+")
 _SESSION_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
-_MESSAGE_MAX = 200
-_RETRYABLE = frozenset({409, 429})  # a concurrent request with the same key; rate limited
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:  # a plain dict (tests, tools); at runtime the mapping is case-insensitive
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
 
 
 class StripeAdapter(ProcessorAdapter[StripeSettings]):
@@ -102,18 +96,6 @@ class StripeAdapter(ProcessorAdapter[StripeSettings]):
             " first (keys are kept at least 24 hours)"
         ),
     )
-    # Seconds for one API call, connection included.
-    request_timeout_s: float = 10.0
-
-    @property
-    def _api_base(self) -> str:
-        return self.settings.api_base_url.rstrip("/")
-
-    def _redact(self, text: str) -> str:
-        secret = self.settings.secret_key.get_secret_value()
-        if secret:
-            text = text.replace(secret, "[redacted]")
-        return _CREDENTIAL.sub("[redacted]", text)[:_MESSAGE_MAX]
 
     async def _call(
         self,
@@ -134,7 +116,7 @@ class StripeAdapter(ProcessorAdapter[StripeSettings]):
             self.http,
             f"stripe {method} {path}",
             method,
-            f"{self._api_base}{path}",
+            f"{self.api_base}{path}",
             timeout_s=self.request_timeout_s,
             data=list(form) if form is not None else None,
             params=list(query) if query is not None else None,
@@ -146,16 +128,20 @@ class StripeAdapter(ProcessorAdapter[StripeSettings]):
             if not isinstance(answer.body, dict):
                 raise ProcessorUnavailable(f"stripe {method} {path} failed: the answer is not a JSON object")
             return answer.body
+        # 409: a concurrent request with the same key; 401/403 never quote Stripe's message (it
+        # quotes part of the key).
         error = parse_stripe_error(answer.body)
-        if status in (401, 403):
-            # Never Stripe's message: it quotes (part of) the key.
-            raise ProcessorUnavailable(f"stripe refused the API key for {method} {path}: {status}")
-        code = self._redact(error.code or error.type or "no error code")
-        if status in _RETRYABLE or status >= 500 or status < 400:
-            raise ProcessorUnavailable(f"stripe answered {status} ({code}) to {method} {path}")
-        if error.type == "idempotency_error":
+        secrets = [self.settings.secret_key.get_secret_value()]
+        failure = answer_error(
+            "stripe",
+            f"{method} {path}",
+            status,
+            redact(error.message or "", secrets, _CREDENTIAL),
+            code=redact(error.code or error.type or "no error code", secrets, _CREDENTIAL),
+        )
+        if isinstance(failure, ProcessorRefused) and error.type == "idempotency_error":
             raise ProcessorRefused(f"stripe: idempotency key reused with other parameters on {path}")
-        raise ProcessorRefused(f"stripe refused {method} {path} ({status} {code}): {self._redact(error.message or '')}")
+        raise failure
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         try:
@@ -191,7 +177,7 @@ class StripeAdapter(ProcessorAdapter[StripeSettings]):
     async def verify_webhook(self, request: WebhookRequest) -> None:
         verify_stripe_signature(
             self.settings.webhook_secret.get_secret_value(),
-            _header(request.headers, SIGNATURE_HEADER),
+            header(request.headers, SIGNATURE_HEADER),
             request.body,
             request.received_at_s,
         )

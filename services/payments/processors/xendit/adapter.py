@@ -57,6 +57,9 @@ from services.payments.processors.base import (
     VerifiedHandover,
     WebhookAuth,
     WebhookRequest,
+    answer_error,
+    header,
+    redact,
     send_request,
 )
 from services.payments.processors.xendit import wire
@@ -64,19 +67,10 @@ from services.payments.processors.xendit.config import XenditSettings
 from shared.money import MoneyError
 
 _CREDENTIAL = re.compile(r"xnd_(?:production|development|public_production|public_development)_[A-Za-z0-9_*]*")
-_MESSAGE_MAX = 200
-_RETRYABLE = frozenset({409, 429})
 
 
 class _NotFound(ProcessorRefused):
     """Xendit knows no such object (404)."""
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:  # a plain dict (tests, tools); at runtime the mapping is case-insensitive
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
 
 
 class XenditAdapter(ProcessorAdapter[XenditSettings]):
@@ -100,8 +94,6 @@ class XenditAdapter(ProcessorAdapter[XenditSettings]):
             "retried create never leaves two invoices that can be paid"
         ),
     )
-    # Seconds for one API call, connection included.
-    request_timeout_s: float = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -109,22 +101,9 @@ class XenditAdapter(ProcessorAdapter[XenditSettings]):
 
     # -- HTTP --------------------------------------------------------------------------------------
 
-    @property
-    def _api_base(self) -> str:
-        return self.settings.api_base_url.rstrip("/")
-
     def _basic(self) -> str:
         key = self.settings.secret_key.get_secret_value()
         return base64.b64encode(f"{key}:".encode()).decode("ascii")
-
-    def _redact(self, text: str) -> str:
-        for secret in (
-            self.settings.secret_key.get_secret_value(),
-            self.settings.callback_token.get_secret_value(),
-            self._basic(),
-        ):
-            text = text.replace(secret, "[redacted]")
-        return _CREDENTIAL.sub("[redacted]", text)[:_MESSAGE_MAX]
 
     async def _call(
         self,
@@ -135,7 +114,8 @@ class XenditAdapter(ProcessorAdapter[XenditSettings]):
         query: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Any:
-        what = f"xendit {method} {path.split('?', 1)[0]}"
+        call = f"{method} {path.split('?', 1)[0]}"
+        what = f"xendit {call}"
         headers = {"Authorization": f"Basic {self._basic()}", "Accept": "application/json"}
         if idempotency_key is not None:
             headers[wire.REFUND_IDEMPOTENCY_HEADER] = idempotency_key
@@ -143,7 +123,7 @@ class XenditAdapter(ProcessorAdapter[XenditSettings]):
             self.http,
             what,
             method,
-            f"{self._api_base}{path}",
+            f"{self.api_base}{path}",
             timeout_s=self.request_timeout_s,
             json=payload,
             params=query,
@@ -154,15 +134,15 @@ class XenditAdapter(ProcessorAdapter[XenditSettings]):
         if 200 <= status < 300:
             return answer.body
         code, message = wire.error_of(answer.body)
-        if status in (401, 403):
-            # Never Xendit's message: it may describe (part of) the key.
-            raise ProcessorUnavailable(f"{what}: Xendit refused the API key ({status})")
-        shown = self._redact(code or "no error code")
+        secrets = [
+            self.settings.secret_key.get_secret_value(),
+            self.settings.callback_token.get_secret_value(),
+            self._basic(),
+        ]
+        shown = redact(code or "no error code", secrets, _CREDENTIAL)
         if status == 404:
             raise _NotFound(f"{what}: Xendit has no such object ({shown})")
-        if status in _RETRYABLE or status >= 500 or status < 400:
-            raise ProcessorUnavailable(f"{what}: Xendit answered {status} ({shown})")
-        raise ProcessorRefused(f"{what}: Xendit refused ({status} {shown}): {self._redact(message or '')}")
+        raise answer_error("xendit", call, status, redact(message or "", secrets, _CREDENTIAL), code=shown)
 
     @staticmethod
     def _read(kind: type[wire.XenditInvoice] | type[wire.XenditRefund], body: object, what: str) -> Any:
@@ -238,7 +218,7 @@ class XenditAdapter(ProcessorAdapter[XenditSettings]):
 
     async def verify_webhook(self, request: WebhookRequest) -> None:
         token = self.settings.callback_token.get_secret_value()
-        if not wire.token_valid(token, _header(request.headers, wire.CALLBACK_TOKEN_HEADER)):
+        if not wire.token_valid(token, header(request.headers, wire.CALLBACK_TOKEN_HEADER)):
             raise InvalidSignature("x-callback-token is missing or wrong")
         try:
             callback = wire.parse_callback(request.body)
