@@ -15,7 +15,9 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY . .
-RUN pip install --no-cache-dir .
+# The page's catalogues compiled into the package (Babel is all the compiler needs).
+RUN pip install --no-cache-dir 'Babel>=2.14,<3' && python -m services.page.catalogs compile \
+    && pip install --no-cache-dir .
 
 FROM python:3.11-slim
 # tini as PID 1 forwards SIGTERM to `evtopup` and reaps the child processes of `run all`.

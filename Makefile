@@ -10,7 +10,7 @@ DEMO_USER ?= demo-user-1
 N ?= 5000
 RATE ?=
 
-.PHONY: run run-ampeco test lint bench mutation setup secrets launch-url clean new-processor
+.PHONY: run run-ampeco test lint bench mutation setup secrets launch-url clean new-processor catalogs catalogs-update
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The page's catalogues (services/page/locales/*/LC_MESSAGES/page.po) compiled to what it reads; and,
+# after a change of services/page/messages.py, every catalogue brought up to it (new texts to translate).
+catalogs: $(STAMP)
+	$(BIN)/python -m services.page.catalogs compile
+
+catalogs-update: $(STAMP)
+	$(BIN)/python -m services.page.catalogs update
+
 # Adds whatever secret the file lacks (a file from an older version gains the new ones).
 secrets:
 	@scripts/demo-secrets.sh $(SECRETS)
 
-setup: $(STAMP) secrets
+setup: $(STAMP) catalogs secrets
 	scripts/ensure-servers.sh
 	scripts/ensure-vhost.sh evtopup
 	set -a && . ./$(SECRETS) && set +a && $(EVTOPUP) broker-users && $(EVTOPUP) setup
@@ -33,7 +41,7 @@ run: setup
 # The same with balances in the AMPECO simulator (its own process on :8123, users 1..1000) and the
 # page opened as AMPECO's app opens it: config/demo-ampeco.toml, its own databases and vhost.
 AMPECO_CONFIG := config/demo-ampeco.toml
-run-ampeco: $(STAMP) secrets
+run-ampeco: $(STAMP) catalogs secrets
 	scripts/ensure-servers.sh
 	scripts/ensure-vhost.sh evtopup_ampeco
 	@set -a && . ./$(SECRETS) && set +a && \
@@ -45,7 +53,7 @@ run-ampeco: $(STAMP) secrets
 launch-url: $(STAMP) secrets
 	@set -a && . ./$(SECRETS) && set +a && $(EVTOPUP) launch-url --user $(DEMO_USER)
 
-test: $(STAMP)
+test: $(STAMP) catalogs
 	scripts/ensure-servers.sh
 	$(BIN)/python -m pytest -q
 
@@ -70,7 +78,7 @@ mutation: $(STAMP)
 # alone draining AMPECO_N credits of 500 users.
 AMPECO_N ?= 4000
 AMPECO_RATE ?= 200
-bench: $(STAMP)
+bench: $(STAMP) catalogs
 	scripts/ensure-servers.sh
 	$(BIN)/python -m bench.topup_bench --topups $(N) $(if $(RATE),--rate $(RATE))
 	$(BIN)/python -m bench.topup_bench --csms ampeco --topups $(AMPECO_N) --rate $(AMPECO_RATE)

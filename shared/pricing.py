@@ -14,12 +14,16 @@ ALLOWED_FIELDS = frozenset({"package_id", "amount_minor", "method"})
 
 
 class InvalidTopup(Exception):
-    """A top-up request that cannot be priced; ``field`` names what is wrong."""
+    """A top-up request that cannot be priced: ``field`` names what is wrong, ``detail`` says it in
+    English (the API's), and ``code`` with ``params`` let a page say it in the driver's language
+    (parameters named ``<x>_minor`` are amounts in the operator's currency)."""
 
-    def __init__(self, field: str, detail: str) -> None:
+    def __init__(self, field: str, detail: str, code: str = "invalid", **params: int | str) -> None:
         super().__init__(detail)
         self.field = field
         self.detail = detail
+        self.code = code
+        self.params = params
 
 
 @dataclass(frozen=True)
@@ -57,28 +61,32 @@ def price_topup(
 ) -> PricedTopup:
     unknown = set(body) - ALLOWED_FIELDS
     if unknown:
-        raise InvalidTopup(sorted(unknown)[0], f"unknown field {sorted(unknown)[0]!r}")
+        raise InvalidTopup(sorted(unknown)[0], f"unknown field {sorted(unknown)[0]!r}", "unknown_field")
     has_package, has_amount = "package_id" in body, "amount_minor" in body
     if has_package == has_amount:
-        raise InvalidTopup("package_id", "give exactly one of package_id and amount_minor")
+        raise InvalidTopup("package_id", "give exactly one of package_id and amount_minor", "package_or_amount")
     method = body.get("method", integration.methods[0])
     if method not in integration.methods:
-        raise InvalidTopup("method", f"method must be one of {integration.methods}")
+        raise InvalidTopup("method", f"method must be one of {integration.methods}", "method_not_offered")
     if has_package:
         package = next((p for p in amounts.packages if p.id == body["package_id"]), None)
         if package is None:
-            raise InvalidTopup("package_id", "no such package")
+            raise InvalidTopup("package_id", "no such package", "package_unknown")
         amount_minor, bonus_minor, package_id = package.amount_minor, package.bonus_minor, package.id
     else:
         if not amounts.custom_allowed:
-            raise InvalidTopup("amount_minor", "custom amounts are not offered; choose a package")
+            raise InvalidTopup("amount_minor", "custom amounts are not offered; choose a package", "custom_not_offered")
         try:
             amount_minor = require_minor(body["amount_minor"], "amount_minor")
         except MoneyError as exc:
-            raise InvalidTopup("amount_minor", str(exc)) from None
+            raise InvalidTopup("amount_minor", str(exc), "amount_invalid", example_minor=amounts.min_minor) from None
         if not amounts.min_minor <= amount_minor <= amounts.max_minor:
             raise InvalidTopup(
-                "amount_minor", f"amount_minor must be between {amounts.min_minor} and {amounts.max_minor}"
+                "amount_minor",
+                f"amount_minor must be between {amounts.min_minor} and {amounts.max_minor}",
+                "amount_out_of_range",
+                min_minor=amounts.min_minor,
+                max_minor=amounts.max_minor,
             )
         bonus_minor, package_id = 0, None
     return PricedTopup(

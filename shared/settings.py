@@ -81,12 +81,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def page_languages(translations_dir: str | None) -> list[str]:
+    """The locales the page can speak (its catalogues, and the operator's own). Imported here, when
+    settings are read, rather than at the top: the page's package owns its catalogues."""
+    from services.page.i18n import available_locales
+
+    return available_locales(translations_dir)
+
+
 class OperatorSettings(_Section):
     name: str = Field(min_length=1)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    locales: list[str] = Field(min_length=1)
-    default_locale: str
+    # The languages offered to drivers; empty: every language the page speaks.
+    locales: list[str] = Field(default_factory=list)
+    default_locale: str = "en"
     return_deep_link: str = Field(min_length=1)
+    # The operator's own catalogues (``<ll_CC>.po``): translations that override the page's, or a
+    # language it does not ship (README: "Languages").
+    translations_dir: str | None = None
 
     @field_validator("currency")
     @classmethod
@@ -94,8 +106,22 @@ class OperatorSettings(_Section):
         currency_exponent(value)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _every_language_unless_chosen(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("locales"):
+            translations_dir = data.get("translations_dir")
+            return {**data, "locales": page_languages(translations_dir if isinstance(translations_dir, str) else None)}
+        return data
+
     @model_validator(mode="after")
     def _default_is_offered(self) -> OperatorSettings:
+        if self.translations_dir is not None and not Path(self.translations_dir).is_dir():
+            raise ValueError(f"translations_dir {self.translations_dir!r} is not a folder")
+        speaks = page_languages(self.translations_dir)
+        unknown = [locale for locale in self.locales if locale not in speaks]
+        if unknown:
+            raise ValueError(f"locales: the page has no catalogue for {unknown}; it speaks {speaks}")
         if self.default_locale not in self.locales:
             raise ValueError(f"default_locale {self.default_locale!r} is not in locales")
         return self

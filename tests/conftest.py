@@ -13,6 +13,14 @@ from services.cli import SERVICES
 from tests.harness import Driver, ServiceProcess, Stack, own_stack
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The page reads compiled catalogues (``make catalogs``): compiled here too, so that a plain
+    ``pytest`` (and the services it starts) speaks every language."""
+    from services.page import catalogs
+
+    catalogs.compile_all()
+
+
 @pytest_asyncio.fixture(scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     async with own_stack(tmp_path_factory.mktemp("stack")) as stack:

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from services.page import api, consumers, pages
+from services.page.i18n import override_problems, uncompiled_locales
 from services.page.open_launch import LaunchLimits
 from shared.amqp import PAGE_QUEUE, IdempotentConsumer, RpcClient, trusted_publishers
 from shared.messages import CreditApplied, PaymentFailed, PaymentNeedsReview, PaymentSucceeded
 from shared.runtime import Runtime
+from shared.settings import ConfigError
 
 NAME = "page"
 
 
 async def build(runtime: Runtime) -> None:
+    operator = runtime.settings.operator
+    uncompiled = uncompiled_locales(operator.locales, operator.translations_dir)
+    if uncompiled:
+        raise ConfigError(f"operator.locales: no compiled catalogue for {uncompiled}: run `make catalogs`")
+    problems = override_problems(operator.translations_dir)
+    if problems:
+        raise ConfigError(f"operator.translations_dir: {'; '.join(problems[:5])}")
     rpc = RpcClient(runtime.settings.amqp, NAME)
     runtime.on_cleanup(rpc.close)
     runtime.app[api.RPC_KEY] = rpc

@@ -27,9 +27,9 @@ def parse_major_amount(text: str, currency: str) -> int:
             raise InvalidOperation
         scaled = value.scaleb(currency_exponent(currency))
     except ArithmeticError:  # InvalidOperation, Overflow: "sNaN", "1e999999999"...
-        raise InvalidTopup("amount_minor", "the amount is not a number") from None
+        raise InvalidTopup("amount_minor", "the amount is not a number", "amount_invalid") from None
     if scaled != scaled.to_integral_value():
-        raise InvalidTopup("amount_minor", "the amount has too many decimals")
+        raise InvalidTopup("amount_minor", "the amount has too many decimals", "amount_too_many_decimals")
     return int(scaled)
 
 
@@ -43,10 +43,10 @@ PHONE_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]")
 
 class InvalidPhone(InvalidTopup):
     """A phone number the page cannot take; ``message_key`` is the driver's message in the page's
-    catalogues (``i18n.MESSAGES``), ``detail`` the API's (English). Neither repeats the number."""
+    catalogues (``messages.SOURCE``), ``detail`` the API's (English). Neither repeats the number."""
 
     def __init__(self, message_key: str, detail: str) -> None:
-        super().__init__("phone", detail)
+        super().__init__("phone", detail, message_key)
         self.message_key = message_key
 
 

@@ -1,158 +1,59 @@
-"""The driver's language: picking the locale we offer that is closest to the app's, the page's
-texts, and money formatted the local way (Babel). Catalogues move to gettext files when the page
-grows past a handful of languages."""
+"""The driver's language: which of the offered locales a driver gets, the page's texts in it (gettext
+catalogues compiled from ``locales/``, managed by ``catalogs.py``), its direction (right to left for
+Arabic and Hebrew), and money, numbers and dates formatted by CLDR (Babel) for it.
+
+A locale falls back along its chain: ``pt-BR`` → ``pt`` → English, the source every catalogue
+translates, so a text is never missing. An operator may override texts or add a language with
+catalogues of their own (``operator.translations_dir``: ``<ll_CC>.po`` files), which come first."""
 
 from __future__ import annotations
 
+import gettext
+import io
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
 
-from babel.numbers import format_currency, format_percent
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_datetime
+from babel.numbers import format_currency, format_decimal, format_percent
 
+from services.page.catalogs import (
+    DOMAIN,
+    LOCALES_DIR,
+    SOURCE_LOCALE,
+    babel_name,
+    compile_catalog,
+    read_catalog,
+    tag,
+)
+from services.page.messages import SOURCE
 from shared.money import to_major
 
-MESSAGES: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "Top up your balance",
-        "choose_package": "Choose an amount",
-        "bonus": "+{bonus} bonus",
-        "custom_amount": "Or enter an amount ({min} – {max})",
-        "method": "Pay with",
-        "fee": "fee {fee}",
-        "method_card": "Card",
-        "method_wallet": "E-wallet",
-        "method_bank_transfer": "Bank transfer",
-        "method_mobile_money": "Mobile money",
-        "pay": "Continue to payment",
-        "status_pending": "Waiting for your payment…",
-        "status_paid": "Payment received. Adding it to your balance…",
-        "status_credited": "Done! Your balance has been topped up.",
-        "status_failed": "The payment did not go through. You have not been charged.",
-        "status_expired": "The payment was not completed in time.",
-        "status_under_review": (
-            "We received your payment, but it needs a check by our staff before it reaches your balance."
-            " Please do not pay again: you will be credited or refunded."
-        ),
-        "status_refunded": "Our staff returned your payment to you. Your balance has not changed.",
-        "new_balance": "New balance: {balance}",
-        "back_to_app": "Back to app",
-        "try_again": "Try again",
-        "unauthorized": "Please open the top-up from the app again.",
-        "error": "Something went wrong",
-        "demo_banner": "Demo — no real money is taken; balances are not real",
-        "test_banner": "TEST — the processor's test mode: no real money is taken and your real balance does not change",
-        "account": "Topping up account {account}",
-        "switch_question": "You are signed in as {current}. Switch to {new}?",
-        "switch_confirm": "Switch to {new}",
-        "switch_stay": "Stay signed in as {current}",
-        "wrong_launch": "This link cannot open the top-up. Please open the top-up from the app again.",
-        "bad_user_id": "This link does not name a valid account. Please open the top-up from the app again.",
-        "user_not_found": "We could not find your account. Please open the top-up from the app again.",
-        "try_again_later": "We cannot check your account right now. Please try again in a moment.",
-        "too_many_launches": "Too many attempts. Please wait a minute and try again.",
-        "phone_label": "Your phone number",
-        "phone_hint": "Country code first, digits only, e.g. {example}",
-        "phone_required": "Please enter your phone number.",
-        "phone_invalid": "Please enter your phone number with the country code first: 8 to 15 digits, no leading 0.",
-        "status_pending_phone": "Check your phone: approve the payment of {amount} there. This page updates by itself.",
-        "processor_refused": (
-            "The payment provider did not accept this payment. Please choose another amount or payment method"
-            " and try again."
-        ),
-        "processor_refused_phone": (
-            "The payment provider did not accept this payment. Please check your phone number (or choose another"
-            " amount) and try again."
-        ),
-        "checkout_uncertain": (
-            "We could not confirm this payment attempt, so it will not be continued. Please start a new top-up"
-            " with the form below. If you already approved a payment, check your balance in the app first."
-        ),
-        "provider_unavailable": "The payment provider is not answering right now. Please try again in a moment.",
-        "prices_updating": "Prices are being updated. Please try again in a moment.",
-        "changed_since_sent": (
-            "This form was already sent with other details. Please check your choices and press the button again."
-        ),
-    },
-    "bg": {
-        "title": "Зареди баланса си",
-        "choose_package": "Изберете сума",
-        "bonus": "+{bonus} бонус",
-        "custom_amount": "Или въведете сума ({min} – {max})",
-        "method": "Плащане с",
-        "fee": "такса {fee}",
-        "method_card": "Карта",
-        "method_wallet": "Електронен портфейл",
-        "method_bank_transfer": "Банков превод",
-        "method_mobile_money": "Мобилни пари",
-        "pay": "Към плащането",
-        "status_pending": "Очакваме плащането ви…",
-        "status_paid": "Плащането е получено. Добавяме го към баланса ви…",
-        "status_credited": "Готово! Балансът ви е зареден.",
-        "status_failed": "Плащането не премина. Не сте таксувани.",
-        "status_expired": "Плащането не беше завършено навреме.",
-        "status_under_review": (
-            "Получихме плащането ви, но преди да стигне до баланса ви, то трябва да бъде проверено от"
-            " нашия екип. Моля, не плащайте отново: сумата ще бъде добавена към баланса ви или възстановена."
-        ),
-        "status_refunded": "Нашият екип ви върна плащането. Балансът ви не е променен.",
-        "new_balance": "Нов баланс: {balance}",
-        "back_to_app": "Обратно към приложението",
-        "try_again": "Опитайте отново",
-        "unauthorized": "Моля, отворете зареждането отново от приложението.",
-        "error": "Нещо се обърка",
-        "demo_banner": "Демо — не се взимат истински пари; балансите не са истински",
-        "test_banner": (
-            "ТЕСТ — тестов режим на платежния доставчик: не се взимат истински пари и истинският ви баланс"
-            " не се променя"
-        ),
-        "account": "Зареждане на сметка {account}",
-        "switch_question": "Влезли сте като {current}. Да превключим ли към {new}?",
-        "switch_confirm": "Превключи към {new}",
-        "switch_stay": "Остани като {current}",
-        "wrong_launch": "Тази връзка не може да отвори зареждането. Моля, отворете зареждането отново от приложението.",
-        "bad_user_id": "Тази връзка не сочи валиден акаунт. Моля, отворете зареждането отново от приложението.",
-        "user_not_found": "Не успяхме да намерим акаунта ви. Моля, отворете зареждането отново от приложението.",
-        "try_again_later": "В момента не можем да проверим акаунта ви. Моля, опитайте отново след малко.",
-        "too_many_launches": "Твърде много опити. Моля, изчакайте минута и опитайте отново.",
-        "phone_label": "Вашият телефонен номер",
-        "phone_hint": "Първо кодът на държавата, само цифри, напр. {example}",
-        "phone_required": "Моля, въведете телефонния си номер.",
-        "phone_invalid": (
-            "Моля, въведете телефонния си номер, като започнете с кода на държавата: от 8 до 15 цифри, без водеща 0."
-        ),
-        "status_pending_phone": (
-            "Проверете телефона си: одобрете там плащането на {amount}. Тази страница се обновява сама."
-        ),
-        "processor_refused": (
-            "Доставчикът на плащания не прие това плащане. Моля, изберете друга сума или друг начин на плащане"
-            " и опитайте отново."
-        ),
-        "processor_refused_phone": (
-            "Доставчикът на плащания не прие това плащане. Моля, проверете телефонния си номер (или изберете"
-            " друга сума) и опитайте отново."
-        ),
-        "checkout_uncertain": (
-            "Не успяхме да потвърдим този опит за плащане, затова той няма да продължи. Моля, започнете ново"
-            " зареждане с формуляра по-долу. Ако вече сте одобрили плащане, първо проверете баланса си в"
-            " приложението."
-        ),
-        "provider_unavailable": "Доставчикът на плащания не отговаря в момента. Моля, опитайте отново след малко.",
-        "prices_updating": "Цените се обновяват. Моля, опитайте отново след малко.",
-        "changed_since_sent": (
-            "Този формуляр вече беше изпратен с други данни. Моля, проверете избора си и натиснете бутона отново."
-        ),
-    },
-}
+# A parameter named ``<name>_minor`` is an amount in the order's currency; it fills ``{<name>}``.
+MONEY_SUFFIX = "_minor"
 
 
-def negotiate_locale(requested: str, offered: list[str]) -> str | None:
-    """The offered locale closest to ``requested`` (``en-GB`` → ``en`` if only ``en`` is offered), or
-    None if none is."""
+def _language(locale: str) -> str:
+    return locale.split("-")[0].lower()
+
+
+def negotiate_locale(requested: str, offered: Iterable[str]) -> str | None:
+    """The offered locale closest to ``requested``: the same (``pt-BR``), else its language (``pt``),
+    else another region of that language (``pt`` asked, ``pt-BR`` offered); None if none is."""
     requested = requested.replace("_", "-").strip()
+    offered = list(offered)
     by_lower = {locale.lower(): locale for locale in offered}
+    if not requested:
+        return None
     if requested.lower() in by_lower:
         return by_lower[requested.lower()]
-    language = requested.split("-")[0].lower()
-    return by_lower.get(language)
+    language = _language(requested)
+    if language in by_lower:
+        return by_lower[language]
+    return next((locale for locale in offered if _language(locale) == language), None)
 
 
 def choose_locale(requested: str, offered: list[str], default: str) -> str:
@@ -160,7 +61,7 @@ def choose_locale(requested: str, offered: list[str], default: str) -> str:
     return negotiate_locale(requested, offered) or default
 
 
-def choose_first_locale(candidates: list[str | None], offered: list[str], default: str) -> str:
+def choose_first_locale(candidates: Iterable[str | None], offered: list[str], default: str) -> str:
     """The first candidate (in order of preference) that matches an offered locale; else the default."""
     for candidate in candidates:
         if candidate:
@@ -170,26 +71,179 @@ def choose_first_locale(candidates: list[str | None], offered: list[str], defaul
     return default
 
 
+def accept_language(header: str | None) -> list[str]:
+    """The languages of an ``Accept-Language`` header, most wanted first (``q=0`` dropped)."""
+    weighted = []
+    for position, part in enumerate((header or "").split(",")[:20]):
+        language, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if language and language != "*" and quality > 0 and len(language) <= 35:
+            weighted.append((-quality, position, language))
+    return [language for _, _, language in sorted(weighted)]
+
+
+def fallback_chain(locale: str) -> list[str]:
+    """``pt-BR`` → [``pt-BR``, ``pt``]; English is the source, behind every chain."""
+    chain = [locale]
+    if "-" in locale:
+        chain.append(_language(locale))
+    return chain
+
+
+def _overrides(translations_dir: str | None, locale: str) -> gettext.GNUTranslations | None:
+    if translations_dir is None:
+        return None
+    path = Path(translations_dir) / f"{babel_name(locale)}.po"
+    if not path.is_file():
+        return None
+    return gettext.GNUTranslations(io.BytesIO(compile_catalog(read_catalog(path))))
+
+
+def _shipped(locale: str) -> gettext.GNUTranslations | None:
+    path = LOCALES_DIR / babel_name(locale) / "LC_MESSAGES" / f"{DOMAIN}.mo"
+    if not path.is_file():
+        return None
+    with path.open("rb") as file:
+        return gettext.GNUTranslations(file)
+
+
+@lru_cache(maxsize=256)
+def translations(locale: str, translations_dir: str | None = None) -> gettext.NullTranslations:
+    """The catalogues for ``locale``, first to last: the operator's, then the shipped one, for the
+    locale and then its language; English behind them all (what ``pgettext`` returns untranslated)."""
+    chain: gettext.NullTranslations = gettext.NullTranslations()
+    found = [
+        catalogue
+        for name in fallback_chain(locale)
+        for catalogue in (_overrides(translations_dir, name), _shipped(name))
+        if catalogue is not None
+    ]
+    for catalogue in reversed(found):
+        catalogue.add_fallback(chain)
+        chain = catalogue
+    return chain
+
+
+def uncompiled_locales(offered: Iterable[str], translations_dir: str | None = None) -> list[str]:
+    """The offered locales that would speak English for want of a compiled catalogue (``make
+    catalogs``): neither shipped compiled nor the operator's own."""
+    return [
+        locale
+        for locale in offered
+        if _language(locale) != SOURCE_LOCALE
+        and not any(
+            _shipped(name) is not None or _overrides(translations_dir, name) is not None
+            for name in fallback_chain(locale)
+        )
+    ]
+
+
+def override_problems(translations_dir: str | None) -> list[str]:
+    """What is wrong in the operator's own catalogues (a text may be missing, never wrong)."""
+    from services.page.catalogs import catalog_problems
+
+    if translations_dir is None:
+        return []
+    return [
+        problem
+        for path in sorted(Path(translations_dir).glob("*.po"))
+        for problem in catalog_problems(read_catalog(path), tag(path.stem), complete=False)
+        if not problem.endswith(": empty")  # an empty text falls back to the shipped one
+    ]
+
+
+def available_locales(translations_dir: str | None = None) -> list[str]:
+    """The locales the page can speak: English, every shipped catalogue, the operator's own."""
+    from services.page.catalogs import shipped_locales
+
+    own = [tag(path.stem) for path in Path(translations_dir).glob("*.po")] if translations_dir else []
+    return sorted({*shipped_locales(), *own})
+
+
 class Translator:
-    def __init__(self, locale: str) -> None:
+    """The page's texts and formats in one locale."""
+
+    def __init__(self, locale: str, translations_dir: str | None = None) -> None:
         self.locale = locale
-        self._messages = MESSAGES.get(locale.split("-")[0], MESSAGES["en"])
+        self._translations = translations(locale, translations_dir)
+        try:
+            self._babel = Locale.parse(babel_name(locale))
+        except (UnknownLocaleError, ValueError):
+            self._babel = Locale.parse("en")
 
     def __call__(self, key: str, **values: str) -> str:
-        return self._messages.get(key, MESSAGES["en"][key]).format(**values)
+        text: str = self._translations.pgettext(key, SOURCE[key])
+        try:
+            return text.format(**values)
+        except (KeyError, IndexError, ValueError):
+            # A translation with other placeholders (CI refuses them in the shipped catalogues): English.
+            return SOURCE[key].format(**values)
+
+    def has(self, key: str) -> bool:
+        return key in SOURCE
+
+    @property
+    def direction(self) -> str:
+        """``rtl`` or ``ltr``: the ``dir`` of the page."""
+        return "rtl" if self._babel.text_direction == "rtl" else "ltr"
+
+    @property
+    def language_name(self) -> str:
+        """This locale's name in itself (``Deutsch``, ``العربية``), for the language switch."""
+        return language_name(self.locale)
 
     def method(self, method: str, processor_name: str | None = None) -> str:
         """A payment method's name: translated where the catalogue has it (generic names), else as the
         processor names it (brands: "iDEAL"), else as configured."""
         key = f"method_{method}"
-        return self._messages.get(key, MESSAGES["en"].get(key, processor_name or method))
+        if key in SOURCE:
+            return self(key)
+        return processor_name or method
+
+    def error(self, code: str, params: Mapping[str, object], currency: str) -> str:
+        """A coded error in this language: ``error_<code>``, else the text keyed ``code``; parameters
+        named ``<x>_minor`` are amounts, shown as money in ``{x}``."""
+        key = f"error_{code}" if f"error_{code}" in SOURCE else code if code in SOURCE else "error"
+        values: dict[str, str] = {}
+        for name, value in params.items():
+            if name.endswith(MONEY_SUFFIX) and isinstance(value, int) and not isinstance(value, bool):
+                values[name.removesuffix(MONEY_SUFFIX)] = self.money(value, currency)
+            else:
+                values[name] = str(value)
+        try:
+            return self(key, **values)
+        except (KeyError, IndexError):  # a code whose parameters did not come: its generic text
+            return self("error")
 
     def percent(self, rate_bp: int) -> str:
-        formatted: str = format_percent(Decimal(rate_bp) / 10_000, "#,##0.##%", locale=self.locale.replace("-", "_"))
+        formatted: str = format_percent(Decimal(rate_bp) / 10_000, "#,##0.##%", locale=self._babel)
         return formatted
 
     def money(self, amount_minor: int, currency: str) -> str:
-        formatted: str = format_currency(
-            to_major(amount_minor, currency), currency, locale=self.locale.replace("-", "_")
-        )
+        formatted: str = format_currency(to_major(amount_minor, currency), currency, locale=self._babel)
         return formatted
+
+    def amount(self, amount_minor: int, currency: str) -> str:
+        """An amount as a number in this locale, without the currency (what a driver types: ``12,50``)."""
+        formatted: str = format_decimal(to_major(amount_minor, currency), locale=self._babel)
+        return formatted
+
+    def datetime(self, moment: datetime) -> str:
+        formatted: str = format_datetime(moment, format="medium", locale=self._babel)
+        return formatted
+
+
+@lru_cache(maxsize=128)
+def language_name(locale: str) -> str:
+    try:
+        name = Locale.parse(babel_name(locale)).get_display_name(Locale.parse(babel_name(locale)))
+    except (UnknownLocaleError, ValueError):
+        return locale
+    return str(name[:1].upper() + name[1:]) if name else locale

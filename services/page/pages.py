@@ -13,8 +13,10 @@ and never shows a balance. Every launch is logged (user id masked) and counted."
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from aiohttp import web
 
 from services.page import domain, service, store
 from services.page.api import RPC_KEY, parse_order_id
-from services.page.i18n import Translator, choose_locale
+from services.page.i18n import Translator, accept_language, choose_first_locale, language_name, negotiate_locale
 from services.page.launch import (
     InvalidLaunch,
     LaunchClaims,
@@ -84,6 +86,8 @@ FINAL_STATUSES = frozenset(
     {domain.OrderStatus.CREDITED, domain.OrderStatus.FAILED, domain.OrderStatus.EXPIRED, domain.OrderStatus.REFUNDED}
 )
 STYLESHEET = (Path(__file__).parent / "static" / "page.css").read_bytes()
+# Where the language switch may send the driver back to: the page's own pages only.
+RETURN_TO = re.compile(r"/topup(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/return)?")
 # The hint under the phone field: the form the number takes (M-Pesa's, Kenya: 254, then 7 or 1).
 PHONE_EXAMPLE = "2547XXXXXXXX"
 
@@ -117,10 +121,15 @@ def _render(
     locale: str,
     status: int = 200,
     account: str | None = None,
+    session: Session | None = None,
+    here: str = "/topup",
     **context: Any,
 ) -> web.Response:
+    """A page in ``locale``; with a ``session``, with the language switch (back to ``here``)."""
     html = TEMPLATES.get_template(name).render(
-        t=Translator(locale),
+        t=Translator(locale, settings.operator.translations_dir),
+        languages=[(code, language_name(code)) for code in settings.operator.locales],
+        language_switch={"csrf_token": session.csrf_token, "next": here} if session is not None else None,
         operator=settings.operator.name,
         demo=settings.deployment == "demo",
         # A test integration's driver sees on every page that no real money moves.
@@ -139,7 +148,9 @@ def _pays_test_money(settings: Settings, user_id: str) -> bool:
 
 def _message(settings: Settings, status: int, key: str, locale: str | None = None) -> web.Response:
     locale = locale or settings.operator.default_locale
-    return _render(settings, "message.html", locale, status, message=Translator(locale)(key))
+    return _render(
+        settings, "message.html", locale, status, message=Translator(locale, settings.operator.translations_dir)(key)
+    )
 
 
 def _refusal_page(settings: Settings, refusal: Refusal, locale: str, retry_after_s: int | None = None) -> web.Response:
@@ -151,9 +162,16 @@ def _refusal_page(settings: Settings, refusal: Refusal, locale: str, retry_after
 
 
 def _url_locale(settings: Settings, request: web.Request) -> str:
-    """The locale a launch URL asks for (``launch.locale_param``), as offered; else the default."""
+    """The locale a launch URL asks for (``launch.locale_param``), as offered; else the browser's
+    (``Accept-Language``); else the default."""
     requested = requested_locale(request.query, settings.launch.locale_param)
-    return choose_locale(requested or "", settings.operator.locales, settings.operator.default_locale)
+    return _locale_of(settings, request, requested)
+
+
+def _locale_of(settings: Settings, request: web.Request, *preferred: str | None) -> str:
+    """The first of ``preferred`` that is offered, else the browser's languages, else the default."""
+    candidates = [*preferred, *accept_language(request.headers.get("Accept-Language"))]
+    return choose_first_locale(candidates, settings.operator.locales, settings.operator.default_locale)
 
 
 def _log_launch(mode: LaunchMode, outcome: str, user_id: str | None = None, **details: str) -> None:
@@ -184,7 +202,7 @@ def _form_page(
     what was typed after an error: in the page, never in a URL)."""
     submitted = submitted or {}
     integration = settings.integrations[pricing.integration_for_user(settings, session.user_id)]
-    t = Translator(session.locale)
+    t = Translator(session.locale, settings.operator.translations_dir)
     methods = []
     for method in integration.methods:
         fee = integration.fees.get(method)
@@ -206,6 +224,7 @@ def _form_page(
         session.locale,
         status,
         account=session.user_id,
+        session=session,
         error=error,
         csrf_token=session.csrf_token,
         # A new key per fresh form: a double submit of this form makes one order, one payment.
@@ -245,15 +264,23 @@ async def _signed_launch(request: web.Request, settings: Settings, current: Sess
             _log_launch("signed", "wrong_launch")
             return _refusal_page(settings, "wrong_launch", _url_locale(settings, request))
         if current is None:
-            return _message(settings, 401, "unauthorized")
+            return _message(settings, 401, "unauthorized", _url_locale(settings, request))
         return _form_page(settings, current)
     try:
         claims = verify_launch(settings, token)
         await spend_launch_token(request.app[POOL_KEY], claims)
     except InvalidLaunch as exc:
         _log_launch("signed", "unauthorized", reason=str(exc))
-        return _message(settings, 401, "unauthorized")
-    locale = choose_locale(claims.locale, settings.operator.locales, settings.operator.default_locale)
+        return _message(settings, 401, "unauthorized", _url_locale(settings, request))
+    offered = settings.operator.locales
+    user_locale = None
+    if negotiate_locale(claims.locale, offered) is None and settings.csms.kind == "ampeco":
+        # The token names no language we offer: the driver's language at the CSMS, if it answers.
+        try:
+            user_locale = (await service.lookup_user(request.app[RPC_KEY], claims.user_id)).locale
+        except LaunchRefused:
+            user_locale = None
+    locale = _locale_of(settings, request, claims.locale, user_locale)
     return _start_session(settings, current, claims, locale, "signed")
 
 
@@ -292,7 +319,8 @@ async def _open_launch(request: web.Request, settings: Settings, current: Sessio
         _log_launch("open", refused.refusal, launch.user_id if launch else None, reason=refused.reason)
         retry_after_s = limits.per_process.retry_after_s("", now) if refused.refusal == "rate_limited" else None
         return _refusal_page(settings, refused.refusal, url_locale, retry_after_s)
-    locale = open_launch_locale(launch, user, settings.operator.locales, settings.operator.default_locale)
+    # The URL's language, the driver's at the CSMS, the browser's, the operator's default.
+    locale = open_launch_locale(launch, user, settings.operator.locales, _locale_of(settings, request))
     claims = open_launch_claims(launch.user_id, locale, int(time.time()))
     return _start_session(settings, current, claims, locale, "open")
 
@@ -338,7 +366,7 @@ async def confirm_switch(request: web.Request) -> web.Response:
             mode=settings.launch.mode,
         )
     except InvalidLaunch:
-        return _message(settings, 401, "unauthorized")
+        return _message(settings, 401, "unauthorized", _url_locale(settings, request))
     _log_launch(settings.launch.mode, "switched", user_id)
     raise _redirect(settings, "/topup", new_session(user_id, locale, int(time.time()), settings.launch.mode))
 
@@ -348,11 +376,11 @@ async def submit_form(request: web.Request) -> web.Response:
     try:
         session = session_from_cookie(request)
     except InvalidLaunch:
-        return _message(settings, 401, "unauthorized")
+        return _message(settings, 401, "unauthorized", _url_locale(settings, request))
     form = await read_form(request)
     fields = ("idempotency_key", "package_id", "amount", "method", "phone")
     submitted = {field: str(form.get(field, "")) for field in fields}
-    t = Translator(session.locale)
+    t = Translator(session.locale, settings.operator.translations_dir)
     try:
         user_id = api_user(request, csrf_token=str(form.get("csrf_token", "")))
         idempotency_key = service.check_idempotency_key(submitted["idempotency_key"])
@@ -373,7 +401,14 @@ async def submit_form(request: web.Request) -> web.Response:
             locale=session.locale,
         )
     except pricing.InvalidTopup as exc:
-        return _form_page(settings, session, 422, error=exc.detail, submitted=submitted, error_field=exc.field)
+        return _form_page(
+            settings,
+            session,
+            422,
+            error=_error_text(t, settings, exc.code, exc.params),
+            submitted=submitted,
+            error_field=exc.field,
+        )
     except service.DriverProblem as problem:
         if problem.new_key:
             # This order must not be tried again (refused, uncertain, or other choices than it was
@@ -392,7 +427,14 @@ async def submit_form(request: web.Request) -> web.Response:
         if problem.status == 400 or (problem.status == 422 and "field" not in problem.extra):
             # A bad key, or one already used for another choice of amount: this form needs a new key.
             submitted["idempotency_key"] = ""
-        return _form_page(settings, session, problem.status, error=problem.detail or t("error"), submitted=submitted)
+        code, params = problem.extra.get("code"), problem.extra.get("params")
+        # A problem with a code is said in the driver's language (an invalid amount, with its limits).
+        error = (
+            _error_text(t, settings, code, params if isinstance(params, dict) else {})
+            if isinstance(code, str)
+            else None
+        )
+        return _form_page(settings, session, problem.status, error=error or t("error"), submitted=submitted)
     if order.next_step == "phone_prompt":
         # No processor page: the prompt is on the driver's phone, and the status page follows it.
         raise _redirect(settings, f"/topup/{order.id}/return")
@@ -400,12 +442,35 @@ async def submit_form(request: web.Request) -> web.Response:
     raise _redirect(settings, order.redirect_url)
 
 
+def _error_text(t: Translator, settings: Settings, code: str, params: Mapping[str, object]) -> str:
+    """What was wrong with the form, in the driver's language; a badly typed amount with an example
+    of how to type one (the smallest amount, as a plain number in the driver's notation)."""
+    if code in ("amount_invalid", "amount_too_many_decimals"):
+        params = {"example": t.amount(settings.amounts.min_minor, settings.operator.currency)}
+    return t.error(code, params, settings.operator.currency)
+
+
+async def change_language(request: web.Request) -> web.Response:
+    """The language switch (a form on every page of a session): the session takes the chosen
+    language, one the operator offers, and the driver goes back to the page it was on."""
+    settings = request.app[SETTINGS_KEY]
+    try:
+        session = session_from_cookie(request)
+    except InvalidLaunch:
+        return _message(settings, 401, "unauthorized", _url_locale(settings, request))
+    form = await read_form(request)
+    api_user(request, csrf_token=str(form.get("csrf_token", "")))
+    locale = negotiate_locale(str(form.get("locale", "")), settings.operator.locales) or session.locale
+    back = str(form.get("next", ""))
+    raise _redirect(settings, back if RETURN_TO.fullmatch(back) else "/topup", replace(session, locale=locale))
+
+
 async def return_page(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     try:
         session = session_from_cookie(request)
     except InvalidLaunch:
-        return _message(settings, 401, "unauthorized")
+        return _message(settings, 401, "unauthorized", _url_locale(settings, request))
     order = await store.get_order(request.app[POOL_KEY], parse_order_id(request), session.user_id)
     if order is None:
         raise Problem(404, "No such top-up")
@@ -414,6 +479,8 @@ async def return_page(request: web.Request) -> web.Response:
         "return.html",
         session.locale,
         account=session.user_id,
+        session=session,
+        here=f"/topup/{order.id}/return",
         order=order,
         final=order.status in FINAL_STATUSES,
         deep_link=settings.operator.return_deep_link,
@@ -433,5 +500,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/topup", launch_or_show)
     app.router.add_post("/topup", submit_form)
     app.router.add_post("/topup/switch", confirm_switch)
+    app.router.add_post("/topup/language", change_language)
     app.router.add_get("/topup/{order_id}/return", return_page)
     app.router.add_get("/static/page.css", stylesheet)

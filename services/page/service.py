@@ -41,7 +41,7 @@ def check_idempotency_key(key: str | None) -> str:
 
 class DriverProblem(Problem):
     """A problem the page also shows a driver, in their language: ``message_key`` names the text in
-    the page's catalogues (``i18n.MESSAGES``). ``new_key``: trying again needs a new top-up (a new
+    the page's catalogues (``messages.SOURCE``). ``new_key``: trying again needs a new top-up (a new
     Idempotency-Key), never the same one again."""
 
     def __init__(
@@ -58,7 +58,7 @@ def driver_phone(value: object) -> str:
     try:
         return domain.normalise_phone(value)
     except domain.InvalidPhone as exc:
-        raise DriverProblem(422, "Invalid top-up", exc.detail, exc.message_key, field="phone") from None
+        raise DriverProblem(422, "Invalid top-up", exc.detail, exc.message_key, field="phone", code=exc.code) from None
 
 
 async def create_topup(
@@ -85,7 +85,7 @@ async def create_topup(
     try:
         priced = pricing.price_topup(request, settings.amounts, integration, settings.operator.currency)
     except pricing.InvalidTopup as exc:
-        raise Problem(422, "Invalid top-up", exc.detail, field=exc.field) from None
+        raise Problem(422, "Invalid top-up", exc.detail, field=exc.field, code=exc.code, params=exc.params) from None
     phone = driver_phone(body.get("phone")) if asks_phone else None
     fingerprint = domain.request_fingerprint(
         request, phone, phone_key=domain.phone_fingerprint_key(settings.launch.secret.get_secret_value())

@@ -45,7 +45,7 @@ async def test_launch_url_opens_the_page(stack: Stack) -> None:
     assert url.startswith(stack.url("page", "/topup?token="))
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser, browser.get(url) as page:
         assert page.status == 200
-        assert "Зареди баланса си" in await page.text()
+        assert "Заредете баланса си" in await page.text()
 
 
 @pytest.mark.usefixtures("services")

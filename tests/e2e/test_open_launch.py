@@ -181,7 +181,7 @@ async def test_a_known_user_gets_a_session_and_a_clean_url(csms: Fixture) -> Non
         async with http.get(csms.page.at("/topup")) as form:
             assert form.status == 200
             text = await form.text()
-    assert '<html lang="bg">' in text and BG("title") in text
+    assert '<html lang="bg" dir="ltr">' in text and BG("title") in text
     assert "1••••" in text and "1001" not in text  # the account, masked
     assert 'name="csrf_token"' in text
     assert csms.lookup.asked == ["1001"]
@@ -204,7 +204,7 @@ async def test_the_page_speaks_the_url_s_locale_else_the_user_s_else_the_default
 ) -> None:
     async with browser() as http, http.get(csms.page.at(f"/topup?{query}")) as response:
         assert response.status == 200 and str(response.url) == csms.page.at("/topup")
-        assert f'<html lang="{html_lang}">' in await response.text()
+        assert f'<html lang="{html_lang}" dir="ltr">' in await response.text()
 
 
 async def test_another_user_s_launch_asks_before_switching(csms: Fixture) -> None:

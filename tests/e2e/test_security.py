@@ -13,7 +13,7 @@ import jwt
 import pytest
 from yarl import URL
 
-from services.page.i18n import MESSAGES
+from services.page.i18n import Translator
 from services.page.launch import SESSION_COOKIE, Session, decode_session, encode_session, mask_user_id
 from services.page.pages import content_security_policy
 from services.payments.processors.sandbox.adapter import sign_sandbox_payload
@@ -23,7 +23,7 @@ from tests.harness import Driver, ServiceProcess, fetch
 pytestmark = pytest.mark.e2e
 
 DEMO_EN = "Demo — no real money is taken; balances are not real"
-DEMO_BG = MESSAGES["bg"]["demo_banner"]
+DEMO_BG = Translator("bg")("demo_banner")
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +112,7 @@ async def test_the_same_user_again_refreshes_the_session_without_extending_it(dr
         await get_text(phone, driver.stack.url("page", f"/topup?token={driver.token(user_id, 'en')}"))
         first = session_of(driver, phone)
         status, form = await get_text(phone, driver.stack.url("page", f"/topup?token={driver.token(user_id, 'bg')}"))
-        assert status == 200 and "Зареди баланса си" in form and "switch_token" not in form
+        assert status == 200 and "Заредете баланса си" in form and "switch_token" not in form
         again = session_of(driver, phone)
     assert (again.user_id, again.locale) == (user_id, "bg")
     assert (again.started_at, again.csrf_token) == (first.started_at, first.csrf_token)

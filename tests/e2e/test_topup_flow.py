@@ -128,7 +128,7 @@ async def test_return_page_shows_live_status_then_balance(driver: Driver) -> Non
             assert launch.headers["Referrer-Policy"] == "no-referrer"
             assert launch.headers["Cache-Control"] == "no-store"
             page = await launch.text()
-        assert "Зареди баланса си" in page
+        assert "Заредете баланса си" in page
         csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
         key = page.split('name="idempotency_key" value="')[1].split('"')[0]
         form = {"csrf_token": csrf, "idempotency_key": key, "package_id": "p10", "method": "card"}

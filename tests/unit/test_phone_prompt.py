@@ -37,8 +37,9 @@ from services.page.domain import (
     redact_numbers,
     request_fingerprint,
 )
-from services.page.i18n import MESSAGES, Translator
+from services.page.i18n import Translator
 from services.page.launch import SESSION_COOKIE, Session, encode_session
+from services.page.messages import SOURCE
 from services.page.open_launch import LaunchLimits
 from services.payments.processors.sandbox.config import SandboxSettings
 from shared.amqp import RpcClient, RpcError, RpcTimeout
@@ -235,8 +236,8 @@ def test_every_failure_has_a_message_in_every_catalogue() -> None:
         for asks in (True, False)
     }
     for key in keys | {"phone_required", "phone_invalid", "prices_updating", "changed_since_sent"}:
-        for locale, messages in MESSAGES.items():
-            assert messages.get(key), f"{key} has no {locale} text"
+        assert key in SOURCE, f"{key} has no text"
+        for locale in ("en", "bg", "ar", "sw"):
             Translator(locale)(key)  # no placeholder left unfilled
 
 
@@ -439,7 +440,11 @@ async def test_a_missing_or_bad_phone_makes_no_order(
     body: dict[str, Any] = {"package_id": "p10"} if phone is None else {"package_id": "p10", "phone": phone}
     with pytest.raises(service.DriverProblem) as info:
         await create(settings, rpc, body)
-    assert (info.value.status, info.value.extra, info.value.message_key) == (422, {"field": "phone"}, message_key)
+    assert (info.value.status, info.value.extra, info.value.message_key) == (
+        422,
+        {"field": "phone", "code": message_key},
+        message_key,
+    )
     assert not info.value.new_key  # no order was made: the form keeps its key
     assert fake_store.written == [] and rpc.requests == []
 
@@ -447,7 +452,7 @@ async def test_a_missing_or_bad_phone_makes_no_order(
 async def test_the_amount_is_checked_before_the_phone(settings: Settings, fake_store: FakeStore, rpc: FakeRpc) -> None:
     with pytest.raises(Problem) as info:
         await create(settings, rpc, {"package_id": "nope", "phone": "x"})
-    assert info.value.extra == {"field": "package_id"}
+    assert info.value.extra == {"field": "package_id", "code": "package_unknown", "params": {}}
 
 
 async def test_a_phone_where_the_processor_does_not_prompt_is_an_unknown_field(
@@ -455,7 +460,7 @@ async def test_a_phone_where_the_processor_does_not_prompt_is_an_unknown_field(
 ) -> None:
     with pytest.raises(Problem) as info:
         await create(settings, rpc, {"package_id": "p10", "phone": PHONE}, user_id=CARD_DRIVER)
-    assert (info.value.status, info.value.extra) == (422, {"field": "phone"})
+    assert (info.value.status, info.value.extra) == (422, {"field": "phone", "code": "unknown_field", "params": {}})
     assert fake_store.written == []
 
 
@@ -598,7 +603,7 @@ async def test_a_prompt_sends_the_driver_to_the_status_page(client: Client, rpc:
 async def test_a_bad_phone_is_refused_on_the_form_in_the_drivers_language(client: Client, rpc: FakeRpc) -> None:
     status, _, html = await post_form(client, PHONE_DRIVER, "bg", phone="0712 345 678")
     assert status == 422 and rpc.requests == []
-    assert MESSAGES["bg"]["phone_invalid"] in html
+    assert Translator("bg")("phone_invalid") in html
     assert 'aria-invalid="true"' in html
     assert field_value(html, "phone") == "0712 345 678"  # to correct, not to type again
     assert field_value(html, "idempotency_key") == "key-1"  # no order was made
@@ -607,7 +612,7 @@ async def test_a_bad_phone_is_refused_on_the_form_in_the_drivers_language(client
 
 async def test_a_missing_phone_is_refused_on_the_form(client: Client) -> None:
     status, _, html = await post_form(client, PHONE_DRIVER)
-    assert status == 422 and MESSAGES["en"]["phone_required"] in html
+    assert status == 422 and SOURCE["phone_required"] in html
 
 
 @pytest.mark.parametrize(
@@ -624,7 +629,7 @@ async def test_a_failed_checkout_on_the_form(
     rpc.fail = RpcError(code, "details for the log")
     answer, _, html = await post_form(client, PHONE_DRIVER, "bg", phone=PHONE)
     assert answer == status
-    assert MESSAGES["bg"][message_key] in html and "details for the log" not in html
+    assert Translator("bg")(message_key) in html and "details for the log" not in html
     # Refused or uncertain: pressing the button again is a new top-up, never this order again.
     assert (field_value(html, "idempotency_key") != "key-1") is new_key
     assert field_value(html, "idempotency_key")
@@ -646,9 +651,9 @@ async def test_the_api_takes_a_phone_and_says_what_follows(client: Client, rpc: 
 @pytest.mark.parametrize(
     ("body", "fail", "status", "expected"),
     [
-        ({"package_id": "p10"}, None, 422, {"field": "phone"}),
-        ({"package_id": "p10", "phone": "call me"}, None, 422, {"field": "phone"}),
-        ({"package_id": "p10", "phone": 254712345678}, None, 422, {"field": "phone"}),
+        ({"package_id": "p10"}, None, 422, {"field": "phone", "code": "phone_required"}),
+        ({"package_id": "p10", "phone": "call me"}, None, 422, {"field": "phone", "code": "phone_invalid"}),
+        ({"package_id": "p10", "phone": 254712345678}, None, 422, {"field": "phone", "code": "phone_invalid"}),
         ({"package_id": "p10", "phone": PHONE}, "processor_refused", 422, {"code": "processor_refused"}),
         ({"package_id": "p10", "phone": PHONE}, "checkout_uncertain", 409, {"code": "checkout_uncertain"}),
         ({"package_id": "p10", "phone": PHONE}, "processor_unavailable", 503, {"code": "processor_unavailable"}),
@@ -693,12 +698,12 @@ async def test_the_status_page_says_to_approve_on_the_phone_and_keeps_following(
 
 async def test_the_status_page_after_the_prompt_is_as_for_any_payment(client: Client, fake_store: FakeStore) -> None:
     html = await status_page(client, fake_store, payment_id=uuid.uuid4(), status=OrderStatus.CREDITED)
-    assert MESSAGES["en"]["status_credited"] in html and "Check your phone" not in html
+    assert SOURCE["status_credited"] in html and "Check your phone" not in html
     assert 'http-equiv="refresh"' not in html
     failed = await status_page(client, fake_store, payment_id=uuid.uuid4(), status=OrderStatus.FAILED)
-    assert MESSAGES["en"]["status_failed"] in failed and 'href="/topup"' in failed
+    assert SOURCE["status_failed"] in failed and 'href="/topup"' in failed
 
 
 async def test_a_redirect_order_waits_as_before(client: Client, fake_store: FakeStore) -> None:
     html = await status_page(client, fake_store, payment_id=uuid.uuid4(), redirect_url="https://pay.example/1")
-    assert MESSAGES["en"]["status_pending"] in html and "Check your phone" not in html
+    assert SOURCE["status_pending"] in html and "Check your phone" not in html

@@ -327,7 +327,7 @@ def test_missing_section(tmp_path: Path) -> None:
         ({"EVTOPUP__OPERATOR__CURRENCY": "EURO"}, "operator.currency"),
         ({"EVTOPUP__OPERATOR__CURRENCY": "eur"}, "operator.currency"),
         ({"EVTOPUP__OPERATOR__CURRENCY": "XYZ"}, "operator.currency"),
-        ({"EVTOPUP__OPERATOR__LOCALES": "[]"}, "operator.locales"),
+        ({"EVTOPUP__OPERATOR__LOCALES": '["en", "xx"]'}, "operator: locales: the page has no catalogue for ['xx']"),
         ({"EVTOPUP__OPERATOR__DEFAULT_LOCALE": "fr"}, "operator"),
         ({"EVTOPUP__AMOUNTS__MIN_MINOR": "60000"}, "amounts"),
         ({"EVTOPUP__AMOUNTS__MIN_MINOR": "0"}, "amounts.min_minor"),
@@ -715,3 +715,10 @@ def test_a_reload_refuses_what_a_running_service_cannot_take(tmp_path: Path, tex
         reloaded_settings(current, write_config(tmp_path, text), env, service="payments")
     assert str(refused.value).startswith(message)
     assert current.integrations == before
+
+
+def test_every_language_the_page_speaks_is_offered_unless_the_operator_chooses(tmp_path: Path) -> None:
+    from services.page.i18n import available_locales
+
+    every = load(tmp_path, env={"EVTOPUP__OPERATOR__LOCALES": "[]"}).operator.locales
+    assert every == available_locales() and {"ar", "de", "sw", "pt-BR", "es-MX"} <= set(every) and len(every) >= 30
