@@ -162,6 +162,33 @@ def service_middleware(service: str) -> Middleware:
     return middleware
 
 
+# Text worth compressing for a phone on a slow network; smaller bodies gain nothing.
+COMPRESSIBLE = frozenset({"text/html", "text/css", "text/javascript", "application/javascript", "image/svg+xml"})
+COMPRESS_FROM_BYTES = 512
+
+
+def compression_middleware() -> Middleware:
+    """Responses of the types above compressed (gzip or deflate, as the client accepts: aiohttp
+    negotiates ``Accept-Encoding``). Streams (server-sent events) are left alone."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if (
+            isinstance(response, web.Response)
+            and not response.prepared
+            and response.content_type in COMPRESSIBLE
+            and response.body is not None
+            and len(response.body) >= COMPRESS_FROM_BYTES  # type: ignore[arg-type]
+        ):
+            response.enable_compression()
+            # Whatever the client accepted, a cache must not hand the gzip body to one that did not.
+            response.headers["Vary"] = "Accept-Encoding"
+        return response
+
+    return middleware
+
+
 def add_health_routes(app: web.Application, readiness: list[ReadinessCheck]) -> None:
     async def healthz(_request: web.Request) -> web.Response:
         return json_response({"status": "ok"})

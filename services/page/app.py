@@ -6,6 +6,7 @@ from services.page import api, consumers, pages
 from services.page.i18n import override_problems, uncompiled_locales
 from services.page.open_launch import LaunchLimits
 from shared.amqp import PAGE_QUEUE, IdempotentConsumer, RpcClient, trusted_publishers
+from shared.http import compression_middleware
 from shared.messages import CreditApplied, PaymentFailed, PaymentNeedsReview, PaymentSucceeded
 from shared.runtime import Runtime
 from shared.settings import ConfigError
@@ -21,6 +22,8 @@ async def build(runtime: Runtime) -> None:
     problems = override_problems(operator.translations_dir)
     if problems:
         raise ConfigError(f"operator.translations_dir: {'; '.join(problems[:5])}")
+    # The driver is on a phone, often on a slow network: HTML, CSS and scripts go compressed.
+    runtime.app.middlewares.append(compression_middleware())
     rpc = RpcClient(runtime.settings.amqp, NAME)
     runtime.on_cleanup(rpc.close)
     runtime.app[api.RPC_KEY] = rpc

@@ -154,3 +154,17 @@ async def test_the_api_says_what_is_wrong_with_a_code_and_parameters(every_langu
 def test_this_module_runs_with_the_catalogues_compiled() -> None:
     # The services read compiled catalogues (tests/conftest.py compiles them, as `make test` does).
     assert (Path(__file__).resolve().parents[2] / "services/page/locales/ar/LC_MESSAGES/page.mo").is_file()
+
+
+async def test_the_page_and_its_stylesheet_come_compressed(
+    every_language: Stack, browser: aiohttp.ClientSession
+) -> None:
+    await launch(every_language, browser, "ar")
+    for path in ("/topup", "/static/page.css"):
+        async with browser.get(every_language.url("page", path), headers={"Accept-Encoding": "gzip"}) as response:
+            assert response.status == 200
+            assert response.headers.get("Content-Encoding") == "gzip", path
+            assert "Accept-Encoding" in response.headers.get("Vary", "")
+            await response.read()  # and it decompresses
+    async with browser.get(every_language.url("page", "/topup"), headers={"Accept-Encoding": "identity"}) as plain:
+        assert "Content-Encoding" not in plain.headers
