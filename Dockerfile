@@ -17,12 +17,13 @@ WORKDIR /src
 COPY . .
 # The page's catalogues compiled into the package (Babel is all the compiler needs).
 RUN pip install --no-cache-dir 'Babel>=2.14,<3' && python -m services.page.catalogs compile \
-    && pip install --no-cache-dir .
+    && pip install --no-cache-dir '.[pdf]'
 
 FROM python:3.11-slim
-# tini as PID 1 forwards SIGTERM to `evtopup` and reaps the child processes of `run all`.
+# tini as PID 1 forwards SIGTERM to `evtopup` and reaps the child processes of `run all`; Pango and
+# Noto's fonts make the page's PDF receipts, in every script it speaks.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini \
+    && apt-get install -y --no-install-recommends tini libpango-1.0-0 libpangoft2-1.0-0 fonts-noto-core \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 evtopup \
     && useradd --system --uid 10001 --gid evtopup --home-dir /app --no-create-home \

@@ -88,6 +88,18 @@ def price_topup(
                 min_minor=amounts.min_minor,
                 max_minor=amounts.max_minor,
             )
+        if amount_minor % amounts.step_minor:
+            # The nearest amounts that are taken (min and max are multiples of the step, so both lie
+            # between them): what the driver is offered instead.
+            lower = amount_minor - amount_minor % amounts.step_minor
+            raise InvalidTopup(
+                "amount_minor",
+                f"amount_minor must be a multiple of {amounts.step_minor}",
+                "amount_step",
+                step_minor=amounts.step_minor,
+                lower_minor=lower,
+                higher_minor=lower + amounts.step_minor,
+            )
         bonus_minor, package_id = 0, None
     return PricedTopup(
         package_id=package_id,

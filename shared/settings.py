@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -32,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.color import check_contrast_with_white
 from shared.money import currency_exponent
 
 ENV_PREFIX = "EVTOPUP__"
@@ -40,6 +42,7 @@ ID_PATTERN = re.compile(r"^[a-z0-9_]{1,40}$")
 # A DSN names its role and database but never holds a password (those are secrets of their own).
 DSN_PATTERN = r"^postgres(ql)?://[^:@/]+@[^@]+$"
 SERVICE_NAMES = ("page", "payments", "crediting")
+LOGO_SUFFIXES = frozenset({".svg", ".png"})
 
 
 class ConfigError(Exception):
@@ -99,12 +102,60 @@ class OperatorSettings(_Section):
     # The operator's own catalogues (``<ll_CC>.po``): translations that override the page's, or a
     # language it does not ship (README: "Languages").
     translations_dir: str | None = None
+    # The operator's details on receipts, each shown when set; and the timezone (IANA) of the times
+    # drivers see (history, receipts).
+    legal_name: str | None = Field(default=None, min_length=1, max_length=200)
+    address: str | None = Field(default=None, min_length=1, max_length=500)
+    vat_id: str | None = Field(default=None, min_length=1, max_length=50)
+    support_email: str | None = Field(default=None, pattern=r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$", max_length=254)
+    timezone: str = "UTC"
+    # The operator's terms, linked on the form ("By continuing you accept the terms"); their version,
+    # when given, is recorded on every order made while it is in force.
+    terms_url: str | None = Field(default=None, pattern=r"^https?://[^\s\"'<>]+$", max_length=500)
+    terms_version: str | None = Field(default=None, pattern=r"^[^\x00-\x1f\x7f]{1,40}$")
+    # Branding without code: a logo (an SVG or PNG file the page reads at start and serves itself)
+    # and colours (hex), each of which white text must be readable on (WCAG 2.2 AA, 4.5:1).
+    logo_path: str | None = Field(default=None, min_length=1)
+    primary_color: str | None = None
+    accent_color: str | None = None
 
     @field_validator("currency")
     @classmethod
     def _known_currency(cls, value: str) -> str:
         currency_exponent(value)
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA timezone (e.g. Europe/Sofia)") from None
+        return value
+
+    @field_validator("primary_color", "accent_color")
+    @classmethod
+    def _readable_with_white_text(cls, value: str | None) -> str | None:
+        return None if value is None else check_contrast_with_white(value)
+
+    @field_validator("logo_path")
+    @classmethod
+    def _logo_kind(cls, value: str | None) -> str | None:
+        # Only the kind is checked here (every service reads these settings); the page reads the
+        # file, and checks its size and content, when it starts.
+        if value is not None and Path(value).suffix.lower() not in LOGO_SUFFIXES:
+            raise ValueError(f"must name a {' or '.join(sorted(LOGO_SUFFIXES))} file")
+        return value
+
+    @model_validator(mode="after")
+    def _terms_complete(self) -> OperatorSettings:
+        if self.terms_version is not None and self.terms_url is None:
+            raise ValueError("terms_version is set without terms_url: the form links the terms it names")
+        url = self.terms_url
+        if url is not None and not url.startswith("https://") and not _on_this_machine(url):
+            raise ValueError("terms_url must be https (http only on 127.0.0.1 or localhost)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -180,6 +231,8 @@ class Package(_Section):
 class AmountSettings(_Section):
     min_minor: int = Field(gt=0)
     max_minor: int = Field(gt=0)
+    # A custom amount must be a whole multiple of this (as min_minor and max_minor are).
+    step_minor: int = Field(default=1, gt=0)
     custom_allowed: bool = True
     packages: list[Package] = Field(default_factory=list)
     # When money of a top-up goes back to the driver (a refund, a chargeback), the bonus it earned is
@@ -190,6 +243,9 @@ class AmountSettings(_Section):
     def _consistent(self) -> AmountSettings:
         if self.min_minor > self.max_minor:
             raise ValueError("min_minor is greater than max_minor")
+        off_step = [name for name in ("min_minor", "max_minor") if getattr(self, name) % self.step_minor]
+        if off_step:
+            raise ValueError(f"{' and '.join(off_step)} must be multiples of step_minor ({self.step_minor})")
         ids = [p.id for p in self.packages]
         if len(ids) != len(set(ids)):
             raise ValueError("package ids must be unique")

@@ -58,6 +58,6 @@ async def build(runtime: Runtime) -> None:
     )
     await consumer.start(runtime.connection, settings.amqp.prefetch)
     runtime.add_consumer(consumer)
-    users = RpcServer(CSMS_USER_RPC_QUEUE, user_lookup_handler(csms, settings))
+    users = RpcServer(CSMS_USER_RPC_QUEUE, user_lookup_handler(csms, settings, runtime.pool))
     await users.start(runtime.connection)
     runtime.add_consumer(users)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.page import api, consumers, pages
+from services.page import api, consumers, events, history, pages
 from services.page.i18n import override_problems, uncompiled_locales
 from services.page.open_launch import LaunchLimits
 from shared.amqp import PAGE_QUEUE, IdempotentConsumer, RpcClient, trusted_publishers
@@ -30,6 +30,9 @@ async def build(runtime: Runtime) -> None:
     runtime.app[pages.LIMITS_KEY] = LaunchLimits.default()
     api.add_routes(runtime.app, runtime.settings.launch.mode)
     pages.add_routes(runtime.app)
+    history.attach(runtime)
+    # One LISTEN connection for the return pages' live status (GET /topup/{id}/events).
+    events.attach(runtime)
     consumer = IdempotentConsumer(
         NAME,
         PAGE_QUEUE,

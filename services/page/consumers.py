@@ -32,8 +32,10 @@ async def _move(
         log.info("order_status_changed", order_id=str(order.id), status=new_status.value)
 
 
-async def on_payment_succeeded(conn: Connection, _envelope: Envelope, event: PaymentSucceeded) -> None:
+async def on_payment_succeeded(conn: Connection, envelope: Envelope, event: PaymentSucceeded) -> None:
     await _move(conn, event.order_id, domain.after_payment_succeeded)
+    # For the receipt, whatever the status became (credit.applied may have overtaken this event).
+    await store.record_payment(conn, event.order_id, event.processor_reference, envelope.occurred_at)
 
 
 async def on_payment_failed(conn: Connection, _envelope: Envelope, event: PaymentFailed) -> None:

@@ -15,9 +15,10 @@ from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime, format_time, get_datetime_format
 from babel.numbers import format_currency, format_decimal, format_percent
 
 from services.page.catalogs import (
@@ -235,9 +236,18 @@ class Translator:
         formatted: str = format_decimal(to_major(amount_minor, currency), locale=self._babel)
         return formatted
 
-    def datetime(self, moment: datetime) -> str:
-        formatted: str = format_datetime(moment, format="medium", locale=self._babel)
-        return formatted
+    def datetime(self, moment: datetime, timezone: str = "UTC", *, detailed: bool = False) -> str:
+        """``moment`` in ``timezone`` (IANA) for this locale: its date and minute (a list of top-ups),
+        or ``detailed``, with seconds and the offset from UTC (a receipt)."""
+        zone = ZoneInfo(timezone)
+        if detailed:
+            long: str = format_datetime(moment, format="long", tzinfo=zone, locale=self._babel)
+            return long
+        # As Babel joins a date and a time, with the date's "medium" and the time's "short" form.
+        pattern = str(get_datetime_format("medium", locale=self._babel))
+        date = format_date(moment.astimezone(zone), format="medium", locale=self._babel)
+        time = format_time(moment, format="short", tzinfo=zone, locale=self._babel)
+        return pattern.replace("'", "").replace("{1}", date).replace("{0}", time)
 
 
 @lru_cache(maxsize=128)

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from services.page import domain, store
+from services.page import domain, store, topup_form
 from services.page.launch import mask_user_id
 from services.page.open_launch import LaunchRefused, UserLookup, parse_user_lookup
 from shared import pricing
@@ -24,6 +24,8 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# The form waits at most this long for the driver's balance before paying (then shows without it).
+BALANCE_TIMEOUT_S = 1.5
 # The checkout RPCs this process has in flight, by order: a double submit waits for the first and
 # finds its checkout, rather than racing it to payments (which, for a processor without idempotent
 # creates, answers the second "checkout_uncertain" while the first prompt goes to the phone).
@@ -98,6 +100,7 @@ async def create_topup(
         priced=priced,
         integration_id=integration_id,
         correlation_id=correlation_id_var.get() or new_correlation_id(),
+        terms_version=settings.operator.terms_version,
     )
     if order.request_hash != fingerprint:
         raise DriverProblem(
@@ -218,6 +221,19 @@ async def lookup_user(rpc: RpcClient, user_id: str) -> UserLookup:
         raise LaunchRefused("csms_unavailable", "user lookup answered nonsense") from None
 
 
+async def balance_before(rpc: RpcClient, user_id: str, currency: str) -> int | None:
+    """The driver's balance before paying, for the form (signed launches only: the caller's
+    check), asked of crediting with the user lookup; None when crediting does not answer within
+    ``BALANCE_TIMEOUT_S`` or cannot tell it: the form is shown without it, never held up for long."""
+    try:
+        async with asyncio.timeout(BALANCE_TIMEOUT_S):
+            reply = await rpc.call(CSMS_USER_RPC_QUEUE, {"user_id": user_id, "balance": True})
+    except (RpcError, RpcTimeout, TimeoutError) as exc:
+        log.info("balance_unavailable", user=mask_user_id(user_id), error=getattr(exc, "code", "timeout"))
+        return None
+    return topup_form.balance_from_lookup(user_id, reply, currency)
+
+
 def order_body(order: store.Order, *, with_balance: bool) -> dict[str, Any]:
     """The order as the API shows it; the balance crediting reported only ``with_balance`` (signed
     launches: an open launch is a user id anyone can type)."""
@@ -233,6 +249,8 @@ def order_body(order: store.Order, *, with_balance: bool) -> dict[str, Any]:
         # driver's phone (redirect_url is null), follow the status; null: no checkout yet.
         "next_step": order.next_step,
         "redirect_url": order.redirect_url,
+        # The operator's terms version in force when the order was made (null: none published).
+        "terms_version": order.terms_version,
     }
     if with_balance and order.balance_minor is not None:
         body["balance_minor"] = order.balance_minor

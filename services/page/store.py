@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -30,6 +31,13 @@ class Order:
     correlation_id: str
     # Set once the checkout exists (with a redirect URL, or none for a prompt on the driver's phone).
     payment_id: uuid.UUID | None = None
+    # For history and receipts: when the order was made, when its payment succeeded, and the
+    # processor's reference for the payment (from payment.succeeded).
+    created_at: datetime | None = None
+    paid_at: datetime | None = None
+    processor_reference: str | None = None
+    # The operator's terms version in force when the order was made (operator.terms_version).
+    terms_version: str | None = None
 
     @property
     def next_step(self) -> NextStep | None:
@@ -49,12 +57,14 @@ async def insert_or_get_order(
     priced: PricedTopup,
     integration_id: str,
     correlation_id: str,
+    terms_version: str | None = None,
 ) -> Order:
-    """The order for (user, key): created now, or the one an earlier request with this key made."""
+    """The order for (user, key): created now, or the one an earlier request with this key made
+    (with the terms version it was made under)."""
     row = await pool.fetchrow(
         "INSERT INTO orders (id, user_id, idempotency_key, request_hash, package_id, amount_minor, bonus_minor,"
-        " fee_minor, currency, method, integration_id, correlation_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " fee_minor, currency, method, integration_id, correlation_id, terms_version)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         " ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *",
         uuid.uuid4(),
         user_id,
@@ -68,6 +78,7 @@ async def insert_or_get_order(
         priced.method,
         integration_id,
         correlation_id,
+        terms_version,
     )
     if row is None:
         row = await pool.fetchrow(
@@ -118,3 +129,42 @@ async def set_status(
         reason,
         balance_minor,
     )
+
+
+async def record_payment(conn: Connection, order_id: uuid.UUID, processor_reference: str, paid_at: datetime) -> None:
+    """What a receipt shows of the payment: the processor's reference (the latest announced) and
+    when it first succeeded."""
+    await conn.execute(
+        "UPDATE orders SET processor_reference = $2, paid_at = COALESCE(paid_at, $3) WHERE id = $1",
+        order_id,
+        processor_reference,
+        paid_at,
+    )
+
+
+async def list_orders(
+    pool: asyncpg.Pool, user_id: str, limit: int, before: tuple[datetime, uuid.UUID] | None = None
+) -> list[Order]:
+    """The driver's top-ups that reached the processor, newest first; ``before``: only older than
+    this (``created_at``, ``id``), the keyset of the history's next page."""
+    if before is None:
+        rows = await pool.fetch(
+            "SELECT * FROM orders WHERE user_id = $1 AND payment_id IS NOT NULL"
+            " ORDER BY created_at DESC, id DESC LIMIT $2",
+            user_id,
+            limit,
+        )
+    else:
+        rows = await pool.fetch(
+            "SELECT * FROM orders WHERE user_id = $1 AND payment_id IS NOT NULL AND (created_at, id) < ($3, $4)"
+            " ORDER BY created_at DESC, id DESC LIMIT $2",
+            user_id,
+            limit,
+            *before,
+        )
+    return [Order.from_row(row) for row in rows]
+
+
+# NOTIFYed with an order's id (the payload) on commit whenever its status, balance or checkout
+# changed (a trigger: migrations/004), for the return pages following it live (events.py).
+ORDER_CHANGES_CHANNEL = "order_status"

@@ -168,3 +168,8 @@ async def test_the_page_and_its_stylesheet_come_compressed(
             await response.read()  # and it decompresses
     async with browser.get(every_language.url("page", "/topup"), headers={"Accept-Encoding": "identity"}) as plain:
         assert "Content-Encoding" not in plain.headers
+
+
+async def test_the_browsers_favicon_request_is_answered_empty_not_404(every_language: Stack) -> None:
+    async with aiohttp.ClientSession() as http, http.get(every_language.url("page", "/favicon.ico")) as response:
+        assert response.status == 204 and "max-age" in response.headers["Cache-Control"]

@@ -5,6 +5,7 @@ a failed submit that keeps its idempotency key, and malformed inputs that are 4x
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -229,7 +230,13 @@ async def test_pages_carry_a_strict_content_security_policy_and_no_inline_code(d
             assert response.status == 200 and response.content_type == "text/css"
             assert "body{" in await response.text()
     assert "unsafe-inline" not in expected and "form-action 'self' http://127.0.0.1:" in expected
-    assert "<style" not in page and "<script" not in page and "style=" not in page
+    assert "<style" not in page and "style=" not in page
+    # Scripts only as files of the page's own (the form's), never inline code.
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", page, re.S)
+    assert len(scripts) == page.count("<script") and all(code == "" for code in scripts)
+    assert re.findall(r"<script[^>]*>", page) == [
+        tag for tag in re.findall(r"<script[^>]*>", page) if re.fullmatch(r'<script src="/static/[^"]+" defer>', tag)
+    ]
 
 
 async def test_every_response_says_nosniff_and_balances_are_not_stored(driver: Driver) -> None:

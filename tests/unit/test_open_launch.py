@@ -4,6 +4,7 @@ crediting's user lookup reply, the launch rate limits, and a balance that is nev
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import MultiDict
 
-from services.page import api, service
+from services.page import api, events, service
 from services.page.domain import OrderStatus
 from services.page.i18n import Translator, choose_first_locale
 from services.page.messages import SOURCE
@@ -299,15 +300,19 @@ def test_the_order_body_has_the_balance_only_when_asked() -> None:
 
 
 def render_return(show_balance: bool) -> str:
+    order, t = credited_order(), Translator("en")
+    view = events.status_view(order, show_balance=show_balance, now=datetime.now(UTC), checkout_deadline_s=15)
     return TEMPLATES.get_template("return.html").render(
-        t=Translator("en"),
+        t=t,
         operator="CPO",
         demo=False,
         account="4••••2",
-        order=credited_order(),
-        final=True,
+        order=order,
         deep_link="cpo://balance",
-        show_balance=show_balance,
+        live=events.status_message(view, t, order.currency),
+        refresh_count=events.noscript_refresh(view, None),
+        refresh_s=events.NOSCRIPT_REFRESH_S,
+        script_url=events.SCRIPT.url,
     )
 
 

@@ -135,6 +135,11 @@ def test_content_security_policy() -> None:
     assert directives == {
         "default-src": ["'none'"],
         "style-src": ["'self'"],
+        # The return page's script (a file of the page's own) and its live status.
+        "script-src": ["'self'"],
+        "connect-src": ["'self'"],
+        # The payment methods' icons and the operator's logo, served by the page itself.
+        "img-src": ["'self'"],
         "form-action": ["'self'", "https://pay.example.com:8443"],
         "frame-ancestors": ["'none'"],
         "base-uri": ["'none'"],

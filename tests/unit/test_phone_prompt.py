@@ -42,7 +42,7 @@ from services.page.launch import SESSION_COOKIE, Session, encode_session
 from services.page.messages import SOURCE
 from services.page.open_launch import LaunchLimits
 from services.payments.processors.sandbox.config import SandboxSettings
-from shared.amqp import RpcClient, RpcError, RpcTimeout
+from shared.amqp import CSMS_USER_RPC_QUEUE, RpcClient, RpcError, RpcTimeout
 from shared.http import Problem, service_middleware
 from shared.messages import CreateCheckout
 from shared.runtime import POOL_KEY, SETTINGS_KEY
@@ -356,7 +356,15 @@ class FakeRpc:
         self.requests: list[dict[str, Any]] = []
         self.fail: Exception | None = None
 
-    async def call(self, _queue: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def call(self, queue: str, request: dict[str, Any]) -> dict[str, Any]:
+        if queue == CSMS_USER_RPC_QUEUE:  # the form asks crediting for the balance before paying
+            return {
+                "user_id": request["user_id"],
+                "exists": True,
+                "locale": None,
+                "balance_minor": 0,
+                "currency": "EUR",
+            }
         self.requests.append(request)
         if self.fail is not None:
             raise self.fail

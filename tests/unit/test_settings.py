@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from services.page.i18n import available_locales
 from shared.pricing import integration_for_user
 from shared.settings import (
     ConfigError,
@@ -78,7 +79,7 @@ def config_error(tmp_path: Path, **kwargs: object) -> str:
 def test_demo_config_loads(tmp_path: Path) -> None:
     settings = load(tmp_path)
     assert settings.operator.currency == "EUR"
-    assert settings.operator.locales == ["en", "bg"]
+    assert settings.operator.locales == available_locales()  # the demo offers every language
     assert settings.launch.secret.get_secret_value() == LAUNCH_SECRET
     assert settings.amqp.password.get_secret_value() == "amqp-password-value"
     assert settings.crediting.api_token.get_secret_value() == "crediting-token-value"
@@ -328,7 +329,7 @@ def test_missing_section(tmp_path: Path) -> None:
         ({"EVTOPUP__OPERATOR__CURRENCY": "eur"}, "operator.currency"),
         ({"EVTOPUP__OPERATOR__CURRENCY": "XYZ"}, "operator.currency"),
         ({"EVTOPUP__OPERATOR__LOCALES": '["en", "xx"]'}, "operator: locales: the page has no catalogue for ['xx']"),
-        ({"EVTOPUP__OPERATOR__DEFAULT_LOCALE": "fr"}, "operator"),
+        ({"EVTOPUP__OPERATOR__LOCALES": '["en", "bg"]', "EVTOPUP__OPERATOR__DEFAULT_LOCALE": "fr"}, "operator"),
         ({"EVTOPUP__AMOUNTS__MIN_MINOR": "60000"}, "amounts"),
         ({"EVTOPUP__AMOUNTS__MIN_MINOR": "0"}, "amounts.min_minor"),
         ({"EVTOPUP__LAUNCH__TOKEN_MAX_AGE_S": "901"}, "launch.token_max_age_s"),
@@ -361,7 +362,9 @@ def test_bad_value_names_the_key(tmp_path: Path, env: dict[str, str], dotted: st
 
 
 def test_default_locale_not_offered(tmp_path: Path) -> None:
-    message = config_error(tmp_path, env={"EVTOPUP__OPERATOR__DEFAULT_LOCALE": "fr"})
+    message = config_error(
+        tmp_path, env={"EVTOPUP__OPERATOR__LOCALES": '["en", "bg"]', "EVTOPUP__OPERATOR__DEFAULT_LOCALE": "fr"}
+    )
     assert message.startswith("operator:")
     assert "'fr'" in message
 
