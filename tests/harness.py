@@ -525,6 +525,20 @@ async def start_all(processes: Iterable[ServiceProcess], timeout_s: float = 60) 
     await asyncio.gather(*(process.wait_ready(timeout_s) for process in processes))
 
 
+@contextlib.asynccontextmanager
+async def services_running(stack: Stack) -> AsyncIterator[list[ServiceProcess]]:
+    """The three services of ``stack`` started and ready for the block, stopped after it."""
+    from services.cli import SERVICES
+
+    processes = [ServiceProcess(service, stack) for service in SERVICES]
+    try:
+        await start_all(processes)
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()
+
+
 def stop_all(processes: Iterable[ServiceProcess]) -> dict[str, int]:
     """SIGTERM each, in turn; the exit codes by label (0 is a clean stop)."""
     codes = {}

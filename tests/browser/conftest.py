@@ -15,9 +15,8 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 
-from services.cli import SERVICES
 from tests.browser.helpers import AXE_SCRIPT, Site
-from tests.harness import Driver, ServiceProcess, own_stack
+from tests.harness import Driver, own_stack, services_running
 
 
 def _chromium() -> str | None:
@@ -69,15 +68,10 @@ def axe_script() -> Path:
 @pytest_asyncio.fixture(scope="package")
 async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     """The three services on a stack of their own, offering every language the page speaks."""
-    async with own_stack(tmp_path_factory.mktemp("browser"), {"EVTOPUP__OPERATOR__LOCALES": "[]"}) as stack:
-        processes = [ServiceProcess(service, stack) for service in SERVICES]
-        for process in processes:
-            process.start()
-        try:
-            for process in processes:
-                await process.wait_ready()
-            async with aiohttp.ClientSession() as http:
-                yield Site(stack, Driver(stack, http))
-        finally:
-            for process in processes:
-                process.stop()
+    every_language = {"EVTOPUP__OPERATOR__LOCALES": "[]"}
+    async with (
+        own_stack(tmp_path_factory.mktemp("browser"), every_language) as stack,
+        services_running(stack),
+        aiohttp.ClientSession() as http,
+    ):
+        yield Site(stack, Driver(stack, http))

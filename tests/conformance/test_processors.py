@@ -26,7 +26,6 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from services.cli import SERVICES
 from services.payments.processors import ADAPTERS
 from services.payments.processors.base import (
     AnyAdapter,
@@ -41,11 +40,11 @@ from tests.harness import (
     REPO,
     Driver,
     Integrations,
-    ServiceProcess,
     Stack,
     eventually,
     fetch,
     own_stack,
+    services_running,
     superuser_dsn,
 )
 from tests.simulators.adyen_sim import AdyenSimulator
@@ -212,19 +211,10 @@ async def processor_stack(
     try:
         async with own_stack(tmp_path_factory.mktemp(name), integrations=integrations) as stack:
             simulator.webhook_url = stack.url("payments", f"/webhooks/{integration_id}")
-            processes = [ServiceProcess(service, stack) for service in SERVICES]
-            for process in processes:
-                process.start()
-            try:
-                for process in processes:
-                    await process.wait_ready()
-                async with aiohttp.ClientSession() as http:
-                    settings = stack.settings.integrations[integration_id]
-                    adapter = ADAPTERS[name](integration_id, settings, stack.settings.services, http)
-                    yield Subject(name, case, simulator, stack, adapter, Driver(stack, http), integration_id)
-            finally:
-                for process in processes:
-                    process.stop()
+            async with services_running(stack), aiohttp.ClientSession() as http:
+                settings = stack.settings.integrations[integration_id]
+                adapter = ADAPTERS[name](integration_id, settings, stack.settings.services, http)
+                yield Subject(name, case, simulator, stack, adapter, Driver(stack, http), integration_id)
     finally:
         await simulator.close()
 

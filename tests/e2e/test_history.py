@@ -19,10 +19,9 @@ import pytest
 import pytest_asyncio
 from pypdf import PdfReader
 
-from services.cli import SERVICES
 from services.page.i18n import Translator
 from tests.e2e.test_open_launch import open_page
-from tests.harness import Driver, ServiceProcess, Stack, fetch, own_stack, superuser_dsn
+from tests.harness import Driver, Stack, fetch, own_stack, services_running, superuser_dsn
 
 pytestmark = pytest.mark.e2e
 
@@ -39,17 +38,8 @@ ORDER_ID = re.compile(r'<li id="order-([0-9a-f-]{36})" data-status="([a-z_]+)"')
 
 @pytest_asyncio.fixture(scope="module")
 async def cpo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    async with own_stack(tmp_path_factory.mktemp("history"), OPERATOR) as stack:
-        processes = [ServiceProcess(service, stack) for service in SERVICES]
-        for process in processes:
-            process.start()
-        try:
-            for process in processes:
-                await process.wait_ready()
-            yield stack
-        finally:
-            for process in processes:
-                process.stop()
+    async with own_stack(tmp_path_factory.mktemp("history"), OPERATOR) as stack, services_running(stack):
+        yield stack
 
 
 @pytest_asyncio.fixture

@@ -15,10 +15,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from services.cli import SERVICES
 from services.page.i18n import Translator
 from services.page.messages import SOURCE
-from tests.harness import Driver, ServiceProcess, Stack, own_stack
+from tests.harness import Driver, Stack, own_stack, services_running
 
 pytestmark = pytest.mark.e2e
 
@@ -27,17 +26,8 @@ pytestmark = pytest.mark.e2e
 async def every_language(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     # Every language the page speaks (``operator.locales`` empty); the operator's default is English.
     overrides = {"EVTOPUP__OPERATOR__LOCALES": "[]"}
-    async with own_stack(tmp_path_factory.mktemp("languages"), overrides) as stack:
-        processes = [ServiceProcess(service, stack) for service in SERVICES]
-        for process in processes:
-            process.start()
-        try:
-            for process in processes:
-                await process.wait_ready()
-            yield stack
-        finally:
-            for process in processes:
-                process.stop()
+    async with own_stack(tmp_path_factory.mktemp("languages"), overrides) as stack, services_running(stack):
+        yield stack
 
 
 def user() -> str:

@@ -21,7 +21,6 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from services.cli import SERVICES
 from services.payments.processors.base import Checkout, Redirect
 from tests.harness import (
     REPO,
@@ -33,6 +32,7 @@ from tests.harness import (
     eventually,
     fetch,
     own_stack,
+    services_running,
     superuser_dsn,
 )
 from tests.simulators.paypal import PayPalSimulator
@@ -134,17 +134,8 @@ async def swap(tmp_path: Path) -> AsyncIterator[Swap]:
                     + integration_table("paypal_main", "paypal", "paypal", new, active=True, **secret_files),
                 )
             )
-            processes = [ServiceProcess(service, stack) for service in SERVICES]
-            for process in processes:
-                process.start()
-            try:
-                for process in processes:
-                    await process.wait_ready()
-                async with aiohttp.ClientSession() as http:
-                    yield Swap(stack, Driver(stack, http), old, new, processes)
-            finally:
-                for process in processes:
-                    process.stop()
+            async with services_running(stack) as processes, aiohttp.ClientSession() as http:
+                yield Swap(stack, Driver(stack, http), old, new, processes)
     finally:
         await old.close()
         await new.close()

@@ -16,10 +16,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from services.cli import SERVICES
 from services.page.i18n import Translator
 from services.page.pages import content_security_policy
-from tests.harness import Driver, ServiceProcess, Stack, eventually, fetch, own_stack
+from tests.harness import Driver, Stack, eventually, fetch, own_stack, services_running
 
 pytestmark = pytest.mark.e2e
 
@@ -45,17 +44,8 @@ async def branded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sta
         "EVTOPUP__OPERATOR__ACCENT_COLOR": ACCENT,
         "EVTOPUP__OPERATOR__LOGO_PATH": str(logo),
     }
-    async with own_stack(tmp_path_factory.mktemp("form"), overrides) as stack:
-        processes = [ServiceProcess(service, stack) for service in SERVICES]
-        for process in processes:
-            process.start()
-        try:
-            for process in processes:
-                await process.wait_ready()
-            yield stack
-        finally:
-            for process in processes:
-                process.stop()
+    async with own_stack(tmp_path_factory.mktemp("form"), overrides) as stack, services_running(stack):
+        yield stack
 
 
 @pytest_asyncio.fixture
