@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, get_args, get_origin
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -266,6 +266,15 @@ class Fee(_Section):
     rate_bp: int = Field(default=0, ge=0, le=10_000)
 
 
+class PaymentMethod(NamedTuple):
+    """A method a processor takes: its name as drivers know it, and what kind of method it is: one
+    of ``card``, ``wallet``, ``bank``, ``mobile_money``, ``phone`` (approved in a phone's app or by a
+    code), ``qr``, ``voucher`` (a slip paid in cash), ``pay_later``, or ``payment`` (anything else)."""
+
+    name: str
+    kind: str = "payment"
+
+
 class IntegrationSettings(_Section):
     """What every integration has. Each processor's package extends it with its own settings, its
     credentials named in the processor's words and typed as secrets
@@ -274,9 +283,10 @@ class IntegrationSettings(_Section):
     # The processor prompts the driver's phone (M-Pesa): the page asks for the number first.
     asks_driver_phone: ClassVar[bool] = False
     # The payment methods the processor takes, by the id ``methods`` names them with, each with the
-    # name drivers know it by: a brand ("iDEAL", "Pix") as it is, a generic name ("Card") in English,
-    # which the page shows translated where its catalogue has ``method_<id>``. Empty: any id.
-    payment_methods: ClassVar[Mapping[str, str]] = {}
+    # name drivers know it by (a brand, "iDEAL", as it is; a generic name, "Card", in English, which
+    # the page shows translated where its catalogue has ``method_<id>``) and its kind (the page's icon
+    # for it). Empty: any id.
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {}
 
     processor: str
     environment: Literal["production", "test"] = "production"

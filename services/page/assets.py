@@ -63,9 +63,10 @@ METHOD_ICONS: Mapping[str, Asset] = {
 }
 
 
-def method_icon_url(method: str) -> str:
-    """The icon beside ``method`` on the form (by the kind of method it is)."""
-    return METHOD_ICONS[icon_kind(method)].url
+def method_icon_url(method: str, kind: str | None = None) -> str:
+    """The icon beside ``method`` on the form, by the kind of method it is (``kind``: as its processor
+    declares it)."""
+    return METHOD_ICONS[icon_kind(method, kind)].url
 
 
 @dataclass(frozen=True)

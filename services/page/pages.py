@@ -242,14 +242,15 @@ def _form_page(
             parts = [t.money(fee.fixed_minor, currency)] if fee.fixed_minor else []
             parts += [t.percent(fee.rate_bp)] if fee.rate_bp else []
             fee_text = t("fee", fee=" + ".join(parts))
+        declared = integration.payment_methods.get(method)
         methods.append(
             {
                 "id": method,
-                "label": t.method(method, integration.payment_methods.get(method)),
+                "label": t.method(method, declared.name if declared else None),
                 "fee": fee_text,
                 "fee_fixed": fee.fixed_minor if fee is not None else 0,
                 "fee_rate": fee.rate_bp if fee is not None else 0,
-                "icon": assets.method_icon_url(method),
+                "icon": assets.method_icon_url(method, declared.kind if declared else None),
             }
         )
     package_ids = [p.id for p in settings.amounts.packages]

@@ -118,7 +118,8 @@ def method_name(order: Order, settings: Settings, t: Translator) -> str:
     """The method's name in the driver's language; the processor's name for it (a brand) if the
     order's integration is still configured."""
     integration = settings.integrations.get(order.integration_id)
-    return t.method(order.method, integration.payment_methods.get(order.method) if integration else None)
+    declared = integration.payment_methods.get(order.method) if integration else None
+    return t.method(order.method, declared.name if declared else None)
 
 
 def receipt(order: Order, settings: Settings, t: Translator) -> Receipt:

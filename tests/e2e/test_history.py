@@ -11,6 +11,7 @@ import html
 import io
 import random
 import re
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 
@@ -86,9 +87,15 @@ def text_of(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", page))
 
 
+def nfkc(text: str) -> str:
+    return unicodedata.normalize("NFKC", text)
+
+
 def pdf_text(document: bytes) -> str:
     assert document.startswith(b"%PDF-")
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(document)).pages)
+    # Compatibility forms: a PDF's text gives Thai's SARA AM back as NIKHAHIT and SARA AA.
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(document)).pages)
+    return unicodedata.normalize("NFKC", text)
 
 
 async def processor_reference(stack: Stack, order_id: str) -> str:
@@ -227,8 +234,8 @@ async def test_the_receipt_as_a_pdf_in_the_drivers_language_and_script(driver: D
                 text = pdf_text(await response.read())
             t = Translator(locale)
             for key in ("receipt_title", "receipt_amount", "receipt_total", "receipt_reference", "method_wallet"):
-                assert all(word in text for word in re.findall(r"\w+", t(key))), (locale, key, text)
-            assert all(word in text for word in re.findall(r"\w+", t("demo_banner"))), (locale, text)
+                assert all(word in text for word in re.findall(r"\w+", nfkc(t(key)))), (locale, key, text)
+            assert all(word in text for word in re.findall(r"\w+", nfkc(t("demo_banner")))), (locale, text)
             for amount_minor in (2500, 150, 75, 2575, 2650):
                 assert re.sub(r"[^0-9.,]", "", t.money(amount_minor, "EUR")) in text, (locale, amount_minor)
             for fixed in (reference, order_id, "Test CPO Ltd.", "Sofia 1000", "BG123456789", "help@cpo.example"):

@@ -16,7 +16,7 @@ from typing import ClassVar, Final, Literal
 
 from pydantic import Field, field_validator
 
-from shared.settings import IntegrationSettings, PaymentsSecret, strong_secret
+from shared.settings import IntegrationSettings, PaymentMethod, PaymentsSecret, strong_secret
 
 # TEMPLATE: the live API's base URL (the processor's API reference, "Base URL" / "Environments"). When
 # the sandbox has its own host, the operator sets it in ``api_base_url``; say so in the README section.
@@ -27,8 +27,8 @@ class TemplateSettings(IntegrationSettings):
     # TEMPLATE: the methods the hosted page can be limited to (the create call's method parameter in the
     # API reference): our method id → the name drivers know it by ("Card" in English, brands as they
     # are). ``wire.checkout_request`` must map each; a method it cannot limit the page to is not listed.
-    payment_methods: ClassVar[Mapping[str, str]] = {
-        "card": "Card",
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {
+        "card": PaymentMethod("Card", "card"),
     }
 
     processor: Literal["template"]

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.settings import IntegrationSettings, PaymentsSecret, WithheldSecret, strong_secret
+from shared.settings import IntegrationSettings, PaymentMethod, PaymentsSecret, WithheldSecret, strong_secret
 
 # An Adyen HMAC key is shown as hex (64 digits for its 32 bytes); a shorter one is refused as weak.
 HMAC_KEY_MIN_HEX_DIGITS = 32
@@ -37,23 +37,23 @@ ADYEN_TEST_API = "https://checkout-test.adyen.com"
 
 
 class AdyenSettings(IntegrationSettings):
-    payment_methods: ClassVar[Mapping[str, str]] = {
-        "card": "Card",
-        "ideal": "iDEAL",
-        "bancontact": "Bancontact",
-        "bancontact_mobile": "Payconiq by Bancontact",
-        "blik": "BLIK",
-        "eps": "EPS",
-        "klarna": "Klarna",
-        "mbway": "MB WAY",
-        "mobilepay": "MobilePay",
-        "paypal": "PayPal",
-        "swish": "Swish",
-        "twint": "TWINT",
-        "vipps": "Vipps",
-        "trustly": "Trustly",
-        "applepay": "Apple Pay",
-        "googlepay": "Google Pay",
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {
+        "card": PaymentMethod("Card", "card"),
+        "ideal": PaymentMethod("iDEAL", "bank"),
+        "bancontact": PaymentMethod("Bancontact", "phone"),
+        "bancontact_mobile": PaymentMethod("Payconiq by Bancontact", "phone"),
+        "blik": PaymentMethod("BLIK", "phone"),
+        "eps": PaymentMethod("EPS", "bank"),
+        "klarna": PaymentMethod("Klarna", "pay_later"),
+        "mbway": PaymentMethod("MB WAY", "phone"),
+        "mobilepay": PaymentMethod("MobilePay", "phone"),
+        "paypal": PaymentMethod("PayPal", "wallet"),
+        "swish": PaymentMethod("Swish", "phone"),
+        "twint": PaymentMethod("TWINT", "phone"),
+        "vipps": PaymentMethod("Vipps", "phone"),
+        "trustly": PaymentMethod("Trustly", "bank"),
+        "applepay": PaymentMethod("Apple Pay", "wallet"),
+        "googlepay": PaymentMethod("Google Pay", "wallet"),
     }
 
     processor: Literal["adyen"]

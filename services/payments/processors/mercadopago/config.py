@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from shared.settings import IntegrationSettings, PaymentsSecret, WithheldSecret, strong_secret
+from shared.settings import IntegrationSettings, PaymentMethod, PaymentsSecret, WithheldSecret, strong_secret
 
 MERCADOPAGO_API_BASE_URL = "https://api.mercadopago.com"
 PRODUCTION_TOKEN_PREFIX = "APP_USR-"  # noqa: S105 (a prefix, not a secret)
@@ -29,13 +29,13 @@ class MercadoPagoSettings(IntegrationSettings):
 
     # Our method ids, each with the name drivers know it by. ``wire.METHOD_PAYMENT_TYPES`` maps them to
     # Mercado Pago's payment types.
-    payment_methods: ClassVar[Mapping[str, str]] = {
-        "pix": "Pix",
-        "boleto": "Boleto",
-        "oxxo": "OXXO",
-        "pse": "PSE",
-        "card": "Card",
-        "account_money": "Mercado Pago balance",
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {
+        "pix": PaymentMethod("Pix", "qr"),
+        "boleto": PaymentMethod("Boleto", "voucher"),
+        "oxxo": PaymentMethod("OXXO", "voucher"),
+        "pse": PaymentMethod("PSE", "bank"),
+        "card": PaymentMethod("Card", "card"),
+        "account_money": PaymentMethod("Mercado Pago balance", "wallet"),
     }
 
     processor: Literal["mercadopago"]

@@ -22,7 +22,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.settings import IntegrationSettings, PaymentsSecret, WithheldSecret, strong_secret
+from shared.settings import IntegrationSettings, PaymentMethod, PaymentsSecret, WithheldSecret, strong_secret
 
 MOLLIE_API_BASE_URL = "https://api.mollie.com"
 # ``live_``/``test_`` and 30 alphanumerics (the keys in Mollie's documentation, e.g.
@@ -32,18 +32,18 @@ KEY_PREFIX = {"production": "live_", "test": "test_"}
 
 
 class MollieSettings(IntegrationSettings):
-    payment_methods: ClassVar[Mapping[str, str]] = {
-        "ideal": "iDEAL",
-        "bancontact": "Bancontact",
-        "card": "Card",
-        "eps": "EPS",
-        "przelewy24": "Przelewy24",
-        "kbc": "KBC/CBC Payment Button",
-        "belfius": "Belfius Pay Button",
-        "paypal": "PayPal",
-        "applepay": "Apple Pay",
-        "mybank": "MyBank",
-        "bank_transfer": "Bank transfer",
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {
+        "ideal": PaymentMethod("iDEAL", "bank"),
+        "bancontact": PaymentMethod("Bancontact", "phone"),
+        "card": PaymentMethod("Card", "card"),
+        "eps": PaymentMethod("EPS", "bank"),
+        "przelewy24": PaymentMethod("Przelewy24", "bank"),
+        "kbc": PaymentMethod("KBC/CBC Payment Button", "bank"),
+        "belfius": PaymentMethod("Belfius Pay Button", "bank"),
+        "paypal": PaymentMethod("PayPal", "wallet"),
+        "applepay": PaymentMethod("Apple Pay", "wallet"),
+        "mybank": PaymentMethod("MyBank", "bank"),
+        "bank_transfer": PaymentMethod("Bank transfer", "bank"),
     }
 
     processor: Literal["mollie"]

@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from shared.settings import IntegrationSettings, PaymentsSecret, strong_secret
+from shared.settings import IntegrationSettings, PaymentMethod, PaymentsSecret, strong_secret
 
 PRODUCTION_API = "https://api.safaricom.co.ke"
 SANDBOX_API = "https://sandbox.safaricom.co.ke"
@@ -33,7 +33,7 @@ SANDBOX_API = "https://sandbox.safaricom.co.ke"
 
 class MpesaSettings(IntegrationSettings):
     asks_driver_phone: ClassVar[bool] = True  # the STK push goes to the driver's phone
-    payment_methods: ClassVar[Mapping[str, str]] = {"mpesa": "M-Pesa"}
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {"mpesa": PaymentMethod("M-Pesa", "mobile_money")}
 
     processor: Literal["mpesa"]
     api_base_url: str = Field(default=PRODUCTION_API, pattern=r"^https?://[^?#@\s]+$")

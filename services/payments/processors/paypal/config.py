@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from shared.settings import IntegrationSettings, PaymentsSecret, strong_secret
+from shared.settings import IntegrationSettings, PaymentMethod, PaymentsSecret, strong_secret
 
 LIVE_API_BASE_URL = "https://api-m.paypal.com"
 SANDBOX_API_BASE_URL = "https://api-m.sandbox.paypal.com"
@@ -24,7 +24,7 @@ SANDBOX_API_BASE_URL = "https://api-m.sandbox.paypal.com"
 
 class PayPalSettings(IntegrationSettings):
     # Orders v2 with ``payment_source.paypal``: the PayPal wallet (and what PayPal offers inside it).
-    payment_methods: ClassVar[Mapping[str, str]] = {"paypal": "PayPal"}
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {"paypal": PaymentMethod("PayPal", "wallet")}
 
     processor: Literal["paypal"]
     api_base_url: str = Field(default=LIVE_API_BASE_URL, pattern=r"^https?://[^?#@\s]+$")

@@ -30,7 +30,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.settings import IntegrationSettings, PaymentsSecret, WithheldSecret, strong_secret
+from shared.settings import IntegrationSettings, PaymentMethod, PaymentsSecret, WithheldSecret, strong_secret
 
 PAYSTACK_API_BASE_URL = "https://api.paystack.co"
 KEY_PREFIX: Mapping[str, str] = {"production": "sk_live_", "test": "sk_test_"}
@@ -42,15 +42,15 @@ _EMAIL = re.compile(rf"[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_
 
 class PaystackSettings(IntegrationSettings):
     # Our method id -> the name drivers know it by; wire.CHANNELS maps each to Paystack's channel.
-    payment_methods: ClassVar[Mapping[str, str]] = {
-        "card": "Card",
-        "bank": "Bank",
-        "bank_transfer": "Bank transfer",
-        "ussd": "USSD",
-        "mobile_money": "Mobile money",
-        "qr": "QR",
-        "eft": "EFT",
-        "apple_pay": "Apple Pay",
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {
+        "card": PaymentMethod("Card", "card"),
+        "bank": PaymentMethod("Bank", "bank"),
+        "bank_transfer": PaymentMethod("Bank transfer", "bank"),
+        "ussd": PaymentMethod("USSD", "phone"),
+        "mobile_money": PaymentMethod("Mobile money", "mobile_money"),
+        "qr": PaymentMethod("QR", "qr"),
+        "eft": PaymentMethod("EFT", "bank"),
+        "apple_pay": PaymentMethod("Apple Pay", "wallet"),
     }
 
     processor: Literal["paystack"]

@@ -20,7 +20,7 @@ from typing import ClassVar, Final, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.settings import IntegrationSettings, PaymentsSecret, WithheldSecret, strong_secret
+from shared.settings import IntegrationSettings, PaymentMethod, PaymentsSecret, WithheldSecret, strong_secret
 
 RAZORPAY_API_BASE_URL: Final = "https://api.razorpay.com"
 LIVE_KEY_PREFIX: Final = "rzp_live_"
@@ -40,11 +40,11 @@ class RazorpaySettings(IntegrationSettings):
     # ("Customise Payment Methods - Options and Method Parameters": card, netbanking, upi, wallet).
     # EMI and bank transfer are not offered: a link cannot be limited to them, so the page would
     # promise a method the driver may not find.
-    payment_methods: ClassVar[Mapping[str, str]] = {
-        "upi": "UPI",
-        "card": "Card",
-        "netbanking": "Netbanking",
-        "wallet": "Wallet",
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {
+        "upi": PaymentMethod("UPI", "qr"),
+        "card": PaymentMethod("Card", "card"),
+        "netbanking": PaymentMethod("Netbanking", "bank"),
+        "wallet": PaymentMethod("Wallet", "wallet"),
     }
 
     processor: Literal["razorpay"]

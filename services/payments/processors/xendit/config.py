@@ -25,25 +25,25 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.settings import IntegrationSettings, PaymentsSecret, WithheldSecret, strong_secret
+from shared.settings import IntegrationSettings, PaymentMethod, PaymentsSecret, WithheldSecret, strong_secret
 
 XENDIT_API_BASE_URL = "https://api.xendit.co"
 KEY_PREFIXES: Mapping[str, str] = {"production": "xnd_production_", "test": "xnd_development_"}
 
 
 class XenditSettings(IntegrationSettings):
-    payment_methods: ClassVar[Mapping[str, str]] = {
-        "card": "Card",
-        "bank_transfer": "Bank transfer",
-        "qris": "QRIS",
-        "ovo": "OVO",
-        "dana": "DANA",
-        "shopeepay": "ShopeePay",
-        "linkaja": "LinkAja",
-        "gcash": "GCash",
-        "grabpay": "GrabPay",
-        "paymaya": "Maya",
-        "promptpay": "PromptPay",
+    payment_methods: ClassVar[Mapping[str, PaymentMethod]] = {
+        "card": PaymentMethod("Card", "card"),
+        "bank_transfer": PaymentMethod("Bank transfer", "bank"),
+        "qris": PaymentMethod("QRIS", "qr"),
+        "ovo": PaymentMethod("OVO", "wallet"),
+        "dana": PaymentMethod("DANA", "wallet"),
+        "shopeepay": PaymentMethod("ShopeePay", "wallet"),
+        "linkaja": PaymentMethod("LinkAja", "wallet"),
+        "gcash": PaymentMethod("GCash", "wallet"),
+        "grabpay": PaymentMethod("GrabPay", "wallet"),
+        "paymaya": PaymentMethod("Maya", "wallet"),
+        "promptpay": PaymentMethod("PromptPay", "qr"),
     }
 
     processor: Literal["xendit"]
