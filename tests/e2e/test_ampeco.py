@@ -87,7 +87,9 @@ def ampeco_overrides(base_url: str, crediting_port: int, token: str) -> dict[str
         "EVTOPUP__CSMS__NOTIFICATION_URL": f"http://127.0.0.1:{crediting_port}/webhooks/ampeco",
         "EVTOPUP__CSMS__API_TOKEN": token,
         "EVTOPUP__CSMS__REQUEST_TIMEOUT_S": "1",
-        "EVTOPUP__CSMS__NOT_APPLIED_AFTER_S": "2",
+        # The simulator's "slow" fault applies a call up to 1.5 s late, after calls made later: the
+        # balance says "not applied" only well after that (a loaded CI machine stretches 1.5 s).
+        "EVTOPUP__CSMS__NOT_APPLIED_AFTER_S": "4",
         "EVTOPUP__CSMS__UNCERTAIN_RESOLVE_AFTER_S": "8",
         "EVTOPUP__CSMS__EVIDENCE_INTERVAL_S": "0.3",
         "EVTOPUP__CSMS__RETRY_MAX_BACKOFF_S": "2",
