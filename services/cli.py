@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
+import uvloop
+
 from services.crediting import app as crediting_app
 from services.crediting import operations
 from services.crediting import service as crediting_service
@@ -472,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _check_ports_free(settings, [args.service])
             with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(serve(args.service, settings, SERVICES[args.service], args.config))
+                # uvloop: the same asyncio, a third less CPU per top-up (see README, Performance).
+                uvloop.run(serve(args.service, settings, SERVICES[args.service], args.config))
     except (
         ConfigError,
         CliError,

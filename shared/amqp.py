@@ -409,6 +409,35 @@ def _delivery_channel_open(message: AbstractIncomingMessage) -> bool:
 
 
 MessageHandler = Callable[[Connection, Envelope, Any], Awaitable[None]]
+# The message's inbox row, the first part of every InboxStatement.
+INBOX_CTE = (
+    "WITH first_time AS (INSERT INTO inbox (message_id, message_type) VALUES ($1, $2)"
+    " ON CONFLICT DO NOTHING RETURNING true) "
+)
+FORGET_DEFERRED_SQL = "DELETE FROM deferred_messages WHERE queue = $1 AND message_id = $2"
+
+
+@dataclass(frozen=True)
+class InboxStatement:
+    """A message's whole effect as one SQL statement that also records its inbox row: one round trip
+    (a statement is a transaction of its own) where a handler in a transaction takes four or more.
+    ``sql`` follows :data:`INBOX_CTE`: it acts only when ``first_time`` has a row, numbers its own
+    parameters (``args``) from $3, and ends in a SELECT of one row with a boolean ``first_time``
+    column; ``settle`` gets that row (for the log)."""
+
+    sql: str
+    args: tuple[Any, ...]
+    settle: Callable[[asyncpg.Record], None]
+
+
+@dataclass(frozen=True)
+class OneStatement:
+    """A handler that gives its effect as an :class:`InboxStatement` instead of running it."""
+
+    build: Callable[[Envelope, Any], InboxStatement]
+
+
+Handler = MessageHandler | OneStatement
 
 
 def trusted_publishers(settings: AmqpSettings) -> dict[str, frozenset[str]]:
@@ -437,7 +466,7 @@ class IdempotentConsumer:
         service: str,
         spec: QueueSpec,
         pool: asyncpg.Pool,
-        handlers: Mapping[type[Contract], MessageHandler],
+        handlers: Mapping[type[Contract], Handler],
         deferred_retry_interval_s: float = DEFERRED_RETRY_INTERVAL_S,
         *,
         publishers: Mapping[str, frozenset[str]] | None = None,
@@ -563,10 +592,12 @@ class IdempotentConsumer:
             raise BadMessage(f"{message_type} published by {message.user_id!r}, who may not publish it")
 
     async def _apply(
-        self, envelope: Envelope, payload: Contract, handler: MessageHandler, *, deferred: bool = False
+        self, envelope: Envelope, payload: Contract, handler: Handler, *, deferred: bool = False
     ) -> bool:
         """Run the handler and record the inbox row in one transaction; False if already done
         (without the inbox, the handler alone, and always True)."""
+        if isinstance(handler, OneStatement):
+            return await self._apply_statement(envelope, handler.build(envelope, payload), deferred)
         if not self.inbox and not deferred:
             async with self.pool.acquire() as conn:
                 await handler(conn, envelope, payload)
@@ -580,10 +611,21 @@ class IdempotentConsumer:
             if first_time:
                 await handler(conn, envelope, payload)
             if deferred:
-                await conn.execute(
-                    "DELETE FROM deferred_messages WHERE queue = $1 AND message_id = $2", self.spec.name, envelope.id
-                )
+                await conn.execute(FORGET_DEFERRED_SQL, self.spec.name, envelope.id)
         return bool(first_time)
+
+    async def _apply_statement(self, envelope: Envelope, statement: InboxStatement, deferred: bool) -> bool:
+        sql = INBOX_CTE + statement.sql
+        async with self.pool.acquire() as conn:
+            if deferred:
+                async with conn.transaction():
+                    row = await conn.fetchrow(sql, envelope.id, envelope.type, *statement.args)
+                    await conn.execute(FORGET_DEFERRED_SQL, self.spec.name, envelope.id)
+            else:
+                row = await conn.fetchrow(sql, envelope.id, envelope.type, *statement.args)
+        assert row is not None, "an InboxStatement ends in a SELECT of one row"
+        statement.settle(row)
+        return bool(row["first_time"])
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         assert self._channel is not None
@@ -678,9 +720,7 @@ class IdempotentConsumer:
         return done
 
     async def _forget_deferred(self, message_id: uuid.UUID) -> None:
-        await self.pool.execute(
-            "DELETE FROM deferred_messages WHERE queue = $1 AND message_id = $2", self.spec.name, message_id
-        )
+        await self.pool.execute(FORGET_DEFERRED_SQL, self.spec.name, message_id)
 
 
 class RpcTimeout(Exception):

@@ -10,6 +10,7 @@ import hmac
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -202,3 +203,9 @@ def after_payment_failed(status: OrderStatus, payment_status: str) -> OrderStatu
 def after_credit_applied(status: OrderStatus) -> OrderStatus | None:
     # credit.applied may overtake payment.succeeded; either way the order ends credited.
     return None if status is OrderStatus.CREDITED else OrderStatus.CREDITED
+
+
+def moves_of(transition: Callable[[OrderStatus], OrderStatus | None]) -> list[tuple[OrderStatus, OrderStatus]]:
+    """An event's transition as the table of (from, to) it allows, for the database to apply to
+    whatever status the order has when the event is applied (store.ORDER_EVENT_SQL)."""
+    return [(status, to) for status in OrderStatus if (to := transition(status)) is not None]

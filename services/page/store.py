@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from services.page.domain import NextStep, OrderStatus, next_step
-from shared.db import Connection, record_to
+from shared.db import record_to
 from shared.pricing import PricedTopup
 
 
@@ -108,36 +108,47 @@ async def get_order(pool: asyncpg.Pool, order_id: uuid.UUID, user_id: str) -> Or
     return Order.from_row(row) if row else None
 
 
-async def lock_order(conn: Connection, order_id: uuid.UUID) -> Order | None:
-    row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
-    return Order.from_row(row) if row else None
+# A payment or credit event applied to its order with the message's inbox row, in one statement
+# (follows shared.amqp.INBOX_CTE). $3: the order; $4, $5: the moves the event allows, from and to
+# (domain.moves_of), applied to the status the order has once locked; $6, $7: the reason and the
+# balance a move records; $8, $9: a success's processor reference (the latest announced) and when it
+# first succeeded, for the receipt, recorded whether or not the status moves.
+ORDER_EVENT_SQL = (
+    ", current AS (SELECT id, status FROM orders WHERE id = $3 AND EXISTS (SELECT FROM first_time) FOR UPDATE)"
+    ", moved AS (UPDATE orders SET status = COALESCE(m.to_status, orders.status),"
+    "  status_reason = CASE WHEN m.to_status IS NULL THEN orders.status_reason"
+    "   ELSE COALESCE($6, orders.status_reason) END,"
+    "  balance_minor = CASE WHEN m.to_status IS NULL THEN orders.balance_minor"
+    "   ELSE COALESCE($7, orders.balance_minor) END,"
+    "  updated_at = CASE WHEN m.to_status IS NULL THEN orders.updated_at ELSE now() END,"
+    "  processor_reference = COALESCE($8, orders.processor_reference),"
+    "  paid_at = CASE WHEN $8::text IS NULL THEN orders.paid_at ELSE COALESCE(orders.paid_at, $9) END"
+    "  FROM current LEFT JOIN unnest($4::text[], $5::text[]) AS m(from_status, to_status)"
+    "   ON m.from_status = current.status"
+    "  WHERE orders.id = current.id AND (m.to_status IS NOT NULL OR $8::text IS NOT NULL)"
+    "  RETURNING m.to_status)"
+    " SELECT EXISTS (SELECT FROM first_time) AS first_time, EXISTS (SELECT FROM current) AS known,"
+    " (SELECT to_status FROM moved) AS new_status"
+)
 
 
-async def set_status(
-    conn: Connection,
+def order_event_args(
     order_id: uuid.UUID,
-    status: OrderStatus,
+    moves: list[tuple[OrderStatus, OrderStatus]],
     *,
     reason: str | None = None,
     balance_minor: int | None = None,
-) -> None:
-    await conn.execute(
-        "UPDATE orders SET status = $2, status_reason = COALESCE($3, status_reason),"
-        " balance_minor = COALESCE($4, balance_minor), updated_at = now() WHERE id = $1",
+    payment: tuple[str, datetime] | None = None,
+) -> tuple[object, ...]:
+    """The parameters of :data:`ORDER_EVENT_SQL` after the inbox's."""
+    reference, paid_at = payment if payment is not None else (None, None)
+    return (
         order_id,
-        status,
+        [str(from_status) for from_status, _ in moves],
+        [str(to) for _, to in moves],
         reason,
         balance_minor,
-    )
-
-
-async def record_payment(conn: Connection, order_id: uuid.UUID, processor_reference: str, paid_at: datetime) -> None:
-    """What a receipt shows of the payment: the processor's reference (the latest announced) and
-    when it first succeeded."""
-    await conn.execute(
-        "UPDATE orders SET processor_reference = $2, paid_at = COALESCE(paid_at, $3) WHERE id = $1",
-        order_id,
-        processor_reference,
+        reference,
         paid_at,
     )
 

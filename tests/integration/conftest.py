@@ -91,6 +91,13 @@ async def crediting_scratch(stack: Stack) -> AsyncIterator[ScratchDb]:
 
 
 @pytest_asyncio.fixture
+async def page_scratch(stack: Stack) -> AsyncIterator[ScratchDb]:
+    """A page database of its own (shared + page migrations), so no running service competes."""
+    async for scratch in _service_scratch(stack, "page"):
+        yield scratch
+
+
+@pytest_asyncio.fixture
 async def payments_scratch(stack: Stack) -> AsyncIterator[ScratchDb]:
     """A payments database of its own (shared + payments migrations), so no running service competes."""
     async for scratch in _service_scratch(stack, "payments"):

@@ -15,6 +15,7 @@ from services.page.domain import (
     after_payment_failed,
     after_payment_needs_review,
     after_payment_succeeded,
+    moves_of,
     parse_major_amount,
     request_fingerprint,
 )
@@ -415,3 +416,12 @@ def test_review_ends_credited_or_refunded(events: tuple[str, ...], final: OrderS
     for event in events:
         status = apply(status, event)
     assert status is final
+
+
+def test_moves_of_lists_every_status_an_event_moves_from() -> None:
+    assert moves_of(after_credit_applied) == [
+        (status, OrderStatus.CREDITED) for status in OrderStatus if status is not OrderStatus.CREDITED
+    ]
+    assert moves_of(lambda status: after_payment_failed(status, "expired")) == [
+        (OrderStatus.PENDING, OrderStatus.EXPIRED)
+    ]
