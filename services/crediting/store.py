@@ -65,13 +65,34 @@ async def lock_balance(conn: Connection, user_id: str, currency: str, environmen
     return int(value or 0)
 
 
+# A transfer's row, once (by its id): $1 to $13 of both statements below.
+INSERT_TRANSFER = (
+    "INSERT INTO transfers (id, kind, environment, payment_id, order_id, user_id, amount_minor, bonus_minor,"
+    " fee_minor, currency, correlation_id, reason, actor)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    " ON CONFLICT DO NOTHING RETURNING id"
+)
+# A credit (the top-up's path) in one round trip: the transfer, its postings ($14 to $16) and the
+# driver's balance ($17 added) only if the transfer is new; foreign keys are checked at the end of
+# the statement, so the postings may name the transfer inserted beside them.
+INSERT_CREDIT = (
+    f"WITH created AS ({INSERT_TRANSFER})"
+    ", posted AS (INSERT INTO postings (transfer_id, account, entry_kind, amount_minor, currency)"
+    "  SELECT created.id, p.account, p.entry_kind, p.amount_minor, $10"
+    "  FROM created, unnest($14::text[], $15::text[], $16::bigint[]) WITH ORDINALITY AS p(account, entry_kind,"
+    "   amount_minor, n) ORDER BY p.n)"
+    ", balance AS (INSERT INTO user_balances (user_id, currency, environment, balance_minor)"
+    "  SELECT $6, $10, $3, $17 FROM created"
+    "  ON CONFLICT (user_id, currency, environment) DO UPDATE"
+    "  SET balance_minor = user_balances.balance_minor + EXCLUDED.balance_minor, updated_at = now()"
+    "  RETURNING balance_minor)"
+    " SELECT EXISTS (SELECT FROM created) AS created, (SELECT balance_minor FROM balance) AS balance_minor"
+)
+
+
 async def record_transfer(conn: Connection, transfer: Transfer, correlation_id: str) -> Recorded:
     """Within the caller's transaction: post ``transfer`` once and move the driver's balance."""
-    created = await conn.fetchval(
-        "INSERT INTO transfers (id, kind, environment, payment_id, order_id, user_id, amount_minor, bonus_minor,"
-        " fee_minor, currency, correlation_id, reason, actor)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        " ON CONFLICT DO NOTHING RETURNING true",
+    row = (
         transfer.id,
         transfer.kind,
         transfer.environment,
@@ -86,40 +107,45 @@ async def record_transfer(conn: Connection, transfer: Transfer, correlation_id: 
         transfer.reason,
         transfer.actor,
     )
-    if not created:
-        existing = await load_transfer(conn, transfer.id)
-        if existing != transfer:
-            raise TransferConflict(f"transfer {transfer.id} exists with different data")
-        return Recorded(False, await balance(conn, transfer.user_id, transfer.currency, transfer.environment))
+    if transfer.user_credit_minor >= 0:
+        credit = await conn.fetchrow(
+            INSERT_CREDIT,
+            *row,
+            [p.account for p in transfer.postings],
+            [p.entry_kind for p in transfer.postings],
+            [p.amount_minor for p in transfer.postings],
+            transfer.user_credit_minor,
+        )
+        assert credit is not None
+        if credit["created"]:
+            return Recorded(True, credit["balance_minor"])
+        return await _recorded_before(conn, transfer)
+    if not await conn.fetchval(INSERT_TRANSFER, *row):
+        return await _recorded_before(conn, transfer)
     await conn.executemany(
         "INSERT INTO postings (transfer_id, account, entry_kind, amount_minor, currency) VALUES ($1, $2, $3, $4, $5)",
         [(transfer.id, p.account, p.entry_kind, p.amount_minor, transfer.currency) for p in transfer.postings],
     )
-    if transfer.user_credit_minor >= 0:
-        new_balance: int | None = await conn.fetchval(
-            "INSERT INTO user_balances (user_id, currency, environment, balance_minor) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (user_id, currency, environment) DO UPDATE"
-            " SET balance_minor = user_balances.balance_minor + EXCLUDED.balance_minor, updated_at = now()"
-            " RETURNING balance_minor",
-            transfer.user_id,
-            transfer.currency,
-            transfer.environment,
-            transfer.user_credit_minor,
-        )
-    else:
-        # A debit: the balance must be there (its CHECK refuses going below zero).
-        new_balance = await conn.fetchval(
-            "UPDATE user_balances SET balance_minor = balance_minor + $4, updated_at = now()"
-            " WHERE user_id = $1 AND currency = $2 AND environment = $3 RETURNING balance_minor",
-            transfer.user_id,
-            transfer.currency,
-            transfer.environment,
-            transfer.user_credit_minor,
-        )
-        if new_balance is None:
-            raise InsufficientBalance(f"user {transfer.user_id} has no {transfer.currency} balance to debit")
-    assert new_balance is not None
+    # A debit: the balance must be there (its CHECK refuses going below zero).
+    new_balance: int | None = await conn.fetchval(
+        "UPDATE user_balances SET balance_minor = balance_minor + $4, updated_at = now()"
+        " WHERE user_id = $1 AND currency = $2 AND environment = $3 RETURNING balance_minor",
+        transfer.user_id,
+        transfer.currency,
+        transfer.environment,
+        transfer.user_credit_minor,
+    )
+    if new_balance is None:
+        raise InsufficientBalance(f"user {transfer.user_id} has no {transfer.currency} balance to debit")
     return Recorded(True, new_balance)
+
+
+async def _recorded_before(conn: Connection, transfer: Transfer) -> Recorded:
+    """A transfer already posted: the same one (a redelivery), or :class:`TransferConflict`."""
+    existing = await load_transfer(conn, transfer.id)
+    if existing != transfer:
+        raise TransferConflict(f"transfer {transfer.id} exists with different data")
+    return Recorded(False, await balance(conn, transfer.user_id, transfer.currency, transfer.environment))
 
 
 async def balance(

@@ -50,9 +50,7 @@ def _payment_succeeded(envelope: Envelope, event: PaymentSucceeded) -> InboxStat
 
 
 def _payment_failed(_envelope: Envelope, event: PaymentFailed) -> InboxStatement:
-    return _move(
-        event.order_id, lambda status: domain.after_payment_failed(status, event.status), reason=event.reason
-    )
+    return _move(event.order_id, lambda status: domain.after_payment_failed(status, event.status), reason=event.reason)
 
 
 def _payment_needs_review(_envelope: Envelope, event: PaymentNeedsReview) -> InboxStatement:

@@ -212,19 +212,21 @@ async def lock_payment_for_event(conn: Connection, integration_id: str, ref: Pay
     :class:`ConflictingReferences` when they name different payments."""
     payment_id = _as_uuid(ref.merchant_reference)
     processor_ids = [i for i in (ref.processor_reference, *ref.ids.values()) if i]
-    found = await conn.fetch(
-        "SELECT id FROM payments WHERE integration_id = $1 AND (id = $2 OR processor_reference = ANY($3::text[]))"
+    # Found and locked in one round trip (the webhook's transaction is on the hot path); in id order,
+    # so that two events naming the same payments never lock them in opposite orders.
+    rows = await conn.fetch(
+        "WITH named AS (SELECT id FROM payments WHERE integration_id = $1"
+        "  AND (id = $2 OR processor_reference = ANY($3::text[]))"
         " UNION SELECT payment_id FROM payment_processor_ids WHERE integration_id = $1"
-        " AND processor_id = ANY($3::text[])",
+        "  AND processor_id = ANY($3::text[]))"
+        " SELECT * FROM payments WHERE id IN (SELECT id FROM named) ORDER BY id FOR UPDATE",
         integration_id,
         payment_id,
         processor_ids,
     )
-    if len(found) > 1:
-        raise ConflictingReferences(f"the event names {len(found)} payments")
-    if not found:
-        return None
-    return await lock_payment(conn, found[0]["id"])
+    if len(rows) > 1:
+        raise ConflictingReferences(f"the event names {len(rows)} payments")
+    return Payment.from_row(rows[0]) if rows else None
 
 
 def _as_uuid(value: str | None) -> uuid.UUID | None:
