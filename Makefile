@@ -8,9 +8,8 @@ SECRETS := .run/secrets.env
 EVTOPUP := $(BIN)/evtopup --config $(CONFIG)
 DEMO_USER ?= demo-user-1
 N ?= 5000
-RATE ?=
 
-.PHONY: run run-ampeco test lint bench mutation setup secrets launch-url clean new-processor catalogs catalogs-update
+.PHONY: run run-ampeco test lint bench bench-ampeco mutation setup secrets launch-url clean new-processor catalogs catalogs-update
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,16 +72,31 @@ mutation: $(STAMP)
 	$(BIN)/mutmut run --max-children $(MUTATION_JOBS)
 	$(BIN)/mutmut results
 
-# The sandbox top-up pipeline with the built-in ledger (a burst, or RATE per second), the same with
-# every credit delivered to the AMPECO simulator at a steady AMPECO_RATE, and the delivery dispatcher
+# The floor (FLOOR: bare_pipeline.py, the bare durable work of a top-up on this machine, in a venv of
+# its own with its pinned packages) and then the sandbox top-up pipeline with the built-in ledger
+# (bursts of N, a steady load, few and many users, a preloaded history, two replicas): one table
+# against the issue's targets, one JSON result in bench/results/ (bench/suite.py).
+FLOOR ?= ../shared/floor
+FLOOR_VENV := .venv-floor
+FLOOR_STAMP := $(FLOOR_VENV)/.installed
+
+$(FLOOR_STAMP): $(FLOOR)/requirements.txt
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/pip install --quiet -r $(FLOOR)/requirements.txt
+	touch $(FLOOR_STAMP)
+
+bench: $(STAMP) catalogs $(FLOOR_STAMP)
+	scripts/ensure-servers.sh
+	$(BIN)/python -m bench.suite --floor-python $(FLOOR_VENV)/bin/python --floor-dir $(FLOOR) --topups $(N)
+
+# Every credit delivered to the AMPECO simulator at a steady AMPECO_RATE, and the delivery dispatcher
 # alone draining AMPECO_N credits of 500 users.
 AMPECO_N ?= 4000
 AMPECO_RATE ?= 200
-bench: $(STAMP) catalogs
+bench-ampeco: $(STAMP) catalogs
 	scripts/ensure-servers.sh
-	$(BIN)/python -m bench.topup_bench --topups $(N) $(if $(RATE),--rate $(RATE))
 	$(BIN)/python -m bench.topup_bench --csms ampeco --topups $(AMPECO_N) --rate $(AMPECO_RATE)
 	$(BIN)/python -m bench.delivery_bench --deliveries $(AMPECO_N) --users 500
 
 clean:
-	rm -rf $(VENV) .run bench/results
+	rm -rf $(VENV) $(FLOOR_VENV) .run bench/results
