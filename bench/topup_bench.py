@@ -449,7 +449,7 @@ async def measure(stack: Stack, load: Load) -> dict[str, Any]:
                 body = webhook_body(row["processor_reference"], "succeeded", row["charge_minor"], "EUR")
                 order_id = str(row["order_id"])
                 if load.rate_per_s is not None:
-                    await asyncio.sleep(max(0.0, started + index / load.rate_per_s - time.perf_counter()))
+                    await asyncio.sleep(max(0.0, started + index / load.rate_per_s - time.time()))
                 async with semaphore:
                     sent_at[order_id] = time.time()
                     status = await send_webhook(http, urls[index % len(urls)], stack.webhook_secret, body)
