@@ -53,6 +53,7 @@ import aio_pika
 import aiohttp
 import asyncpg
 
+from bench.profile import profiling, summarize
 from services.cli import SERVICES
 from shared.amqp import DEAD_LETTER_QUEUE, EVENT_QUEUE_NAMES
 from tests.harness import (
@@ -341,14 +342,14 @@ async def create_orders(drivers: list[Driver], load: Load) -> list[str]:
     return await asyncio.gather(*(one(i) for i in range(load.topups)))
 
 
-async def run(load: Load) -> dict[str, Any]:
+async def run(load: Load, profile_dir: Path | None = None) -> dict[str, Any]:
     """One run on a stack of its own."""
     if load.csms != "ampeco":
         async with bench_stack() as stack:
-            return await measure(stack, load)
+            return await measure(stack, load, profile_dir)
     with ampeco_simulator(load.users) as (base_url, token):
         async with bench_stack(ampeco_overrides(base_url, token)) as stack:
-            return await measure(stack, load)
+            return await measure(stack, load, profile_dir)
 
 
 @contextlib.asynccontextmanager
@@ -408,8 +409,9 @@ async def wait_credited(stack: Stack, order_ids: list[uuid.UUID], timeout_s: flo
         await conn.close()
 
 
-async def measure(stack: Stack, load: Load) -> dict[str, Any]:
-    """One run on ``stack``, whose tables are empty: its own service processes, stopped at the end."""
+async def measure(stack: Stack, load: Load, profile_dir: Path | None = None) -> dict[str, Any]:
+    """One run on ``stack``, whose tables are empty: its own service processes, stopped at the end.
+    With ``profile_dir``, each service is profiled during the webhook phase (bench/profile.py)."""
     topups = load.topups
     preload_s = 0.0
     if load.preload_rows:
@@ -456,11 +458,14 @@ async def measure(stack: Stack, load: Load) -> dict[str, Any]:
                     answered_at[order_id] = time.time()
                     assert status == 200, status
 
+            pids = {process.label: pid_of(process) for process in processes}
+            profiler = profiling(pids, profile_dir) if profile_dir else contextlib.nullcontext()
             cpu_before = cpu_snapshot(processes, databases)
-            started = time.time()
-            await asyncio.gather(*(deliver(i, row) for i, row in enumerate(rows)))
-            webhooks_s = time.time() - started
-            credited_at = await wait_credited(stack, order_uuids, timeout_s=max(120, topups / 10))
+            with profiler:
+                started = time.time()
+                await asyncio.gather(*(deliver(i, row) for i, row in enumerate(rows)))
+                webhooks_s = time.time() - started
+                credited_at = await wait_credited(stack, order_uuids, timeout_s=max(120, topups / 10))
             cpu_after = cpu_snapshot(processes, databases)
             total_s = max(credited_at.values()) - started
             rss = {process.label: rss_mb(pid_of(process)) for process in processes}
@@ -495,6 +500,7 @@ async def measure(stack: Stack, load: Load) -> dict[str, Any]:
             "credited_minor": credited_minor,
             "transfers": transfers[0]["n"],
             "money_ok": credited_minor == topups * CREDIT_MINOR and transfers[0]["n"] == topups,
+            **({"profile": {label: summarize(profile_dir / f"{label}.txt") for label in pids}} if profile_dir else {}),
         }
     finally:
         for process in processes:
@@ -510,9 +516,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=BENCH_USERS, help="drivers the top-ups are spread over")
     parser.add_argument("--replicas", type=int, default=1, help="processes of each service")
     parser.add_argument("--preload-rows", type=int, default=0, help="top-ups of history in the tables first")
+    parser.add_argument("--profile", type=Path, help="py-spy each service into this folder (bench/profile.py)")
     args = parser.parse_args()
     load = Load(args.topups, args.concurrency, args.rate, args.csms, args.users, args.replicas, args.preload_rows)
-    result = asyncio.run(run(load))
+    result = asyncio.run(run(load, args.profile))
     write_result(f"topup-{args.csms}", result)
     if not result["money_ok"]:
         sys.exit("the benchmark's money does not add up")
