@@ -54,7 +54,7 @@ launch-url: $(STAMP) secrets
 
 test: $(STAMP) catalogs
 	scripts/ensure-servers.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # A new processor from the template (services/payments/processors/_template): `make new-processor NAME=acmepay`.
 new-processor: $(STAMP)
@@ -76,7 +76,7 @@ mutation: $(STAMP)
 # its own with its pinned packages) and then the sandbox top-up pipeline with the built-in ledger
 # (bursts of N, a steady load, few and many users, a preloaded history, two replicas): one table
 # against the issue's targets, one JSON result in bench/results/ (bench/suite.py).
-FLOOR ?= ../shared/floor
+FLOOR ?= $(or $(EVTOPUP_FLOOR_DIR),../shared/floor)
 FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed
 

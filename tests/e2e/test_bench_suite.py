@@ -2,7 +2,8 @@
 back to back, one table, and one JSON result with every figure, each a positive number, and the
 money adding up in every run. The figures themselves mean nothing at these sizes.
 
-The floor lives outside this repository (../shared/floor): skipped where it is not there. It runs in
+The floor lives outside this repository (``EVTOPUP_FLOOR_DIR``, by default ../shared/floor): skipped
+where it is not there. It runs in
 its own venv (``make .venv-floor/.installed``: its pinned packages and uvloop) if that is built, and
 otherwise in this one, which has its packages but uvloop (the floor then runs on asyncio's loop):
 the test builds nothing itself."""
@@ -10,6 +11,7 @@ the test builds nothing itself."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 
 from tests.harness import REPO
 
-FLOOR_DIR = REPO.parent / "shared" / "floor"
+FLOOR_DIR = Path(os.environ.get("EVTOPUP_FLOOR_DIR") or REPO.parent / "shared" / "floor")
 FLOOR_PYTHON = REPO / ".venv-floor" / "bin" / "python"
 
 pytestmark = [
