@@ -10,10 +10,12 @@ over-counted, so the summary leaves those leaves out."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +40,10 @@ OUR_CODE = re.compile(r"\((?:/\S*/)?(?:services|shared)/")
 @contextlib.contextmanager
 def profiling(pids: dict[str, int], out_dir: Path) -> Iterator[None]:
     """py-spy on each of ``pids`` (label: pid) while the block runs; its samples in ``out_dir``."""
-    py_spy = shutil.which("py-spy")
+    # The virtualenv's own (a dev dependency) when its bin/ is not on PATH.
+    py_spy = shutil.which(
+        "py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
     assert py_spy is not None, "py-spy is not installed (pip install py-spy)"
     out_dir.mkdir(parents=True, exist_ok=True)
     recorders = []
